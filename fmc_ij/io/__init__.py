@@ -12,14 +12,41 @@ Examples
 """
 
 from fmc_ij.io.atomic import atomic_path, write_text_atomic
-from fmc_ij.io.dataset import MANIFEST, Pair, discover, discover_fmc, pair_by_glob, read_manifest, write_manifest
+from fmc_ij.io.dataset import (
+    MANIFEST,
+    Pair,
+    discover,
+    discover_fmc,
+    pair_by_glob,
+    read_manifest,
+    write_manifest,
+)
 from fmc_ij.io.meta import Image, ImageMeta, check_axes, meta_from_dict, normalize_unit
 from fmc_ij.io.tiff import SUPPORTED_DTYPES, check_dtype, imread, imwrite, open_lazy, read_meta
 from fmc_ij.io.zarr_io import create_ome_zarr, open_ome_zarr, write_ome_zarr
 
 __all__ = [
-    "MANIFEST", "SUPPORTED_DTYPES", "Image", "ImageMeta", "Pair", "atomic_path", "check_axes", "check_dtype",
-    "create_ome_zarr", "discover", "discover_fmc", "imread", "imwrite", "meta_from_dict", "normalize_unit",
-    "open_lazy", "open_ome_zarr", "pair_by_glob", "read_manifest", "read_meta", "write_manifest",
-    "write_ome_zarr", "write_text_atomic",
+    "MANIFEST",
+    "SUPPORTED_DTYPES",
+    "Image",
+    "ImageMeta",
+    "Pair",
+    "atomic_path",
+    "check_axes",
+    "check_dtype",
+    "create_ome_zarr",
+    "discover",
+    "discover_fmc",
+    "imread",
+    "imwrite",
+    "meta_from_dict",
+    "normalize_unit",
+    "open_lazy",
+    "open_ome_zarr",
+    "pair_by_glob",
+    "read_manifest",
+    "read_meta",
+    "write_manifest",
+    "write_ome_zarr",
+    "write_text_atomic",
 ]

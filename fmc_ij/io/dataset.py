@@ -76,11 +76,13 @@ def discover_fmc(root: str | os.PathLike, *, require_target: bool = True) -> lis
         name = f"image_{index}_{channel}"
         if "angle" not in slot:
             raise FmcInputError(
-                f"missing pair partner: {slot['fused'].name} has no {name}_angle.tif beside it; add the input view or remove the file"
+                f"missing pair partner: {slot['fused'].name} has no {name}_angle.tif beside it; "
+                "add the input view or remove the file"
             )
         if "fused" not in slot and require_target:
             raise FmcInputError(
-                f"missing pair partner: {slot['angle'].name} has no {name}_fused.tif beside it; add the target or use test-time mode"
+                f"missing pair partner: {slot['angle'].name} has no {name}_fused.tif beside it; "
+                "add the target, or allow inputs without targets (--inputs-only)"
             )
         pairs.append(Pair(name, slot["angle"], slot.get("fused"), index, channel))
     return pairs

@@ -27,8 +27,25 @@ IMAGEJ_ORDER = "TZCYXS"
 DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}
 #: Keys that describe the TIFF layout itself and are not carried over as extra metadata.
 _LAYOUT_KEYS = {
-    "imagej", "images", "channels", "slices", "frames", "hyperstack", "mode", "loop", "min", "max",
-    "shape", "ranges", "luts", "labels", "finterval", "tunit", "yorigin", "xorigin", "zorigin",
+    "imagej",
+    "images",
+    "channels",
+    "slices",
+    "frames",
+    "hyperstack",
+    "mode",
+    "loop",
+    "min",
+    "max",
+    "shape",
+    "ranges",
+    "luts",
+    "labels",
+    "finterval",
+    "tunit",
+    "yorigin",
+    "xorigin",
+    "zorigin",
 }
 _UNIT_ALIASES = {"micron": "µm", "microns": "µm", "um": "µm", "\\u00b5m": "µm", "μm": "µm"}
 
@@ -107,8 +124,12 @@ class ImageMeta:
     def replace(self, **changes: Any) -> ImageMeta:
         """A copy with some fields changed (``extra`` and ``spacing`` are copied, not shared)."""
         fields = {
-            "axes": self.axes, "spacing": dict(self.spacing), "unit": self.unit,
-            "channel": self.channel, "study": self.study, "extra": dict(self.extra),
+            "axes": self.axes,
+            "spacing": dict(self.spacing),
+            "unit": self.unit,
+            "channel": self.channel,
+            "study": self.study,
+            "extra": dict(self.extra),
         }
         fields.update(changes)
         return ImageMeta(**fields)
@@ -216,8 +237,12 @@ def meta_from_dict(
     study = _as_study(take("study"))
     extra = {k: v for n, (k, v) in by_norm.items() if n not in _LAYOUT_KEYS}
     return ImageMeta(
-        axes=axes, spacing=spacing, unit=str(unit),
-        channel=None if channel is None else str(channel), study=study, extra=extra,
+        axes=axes,
+        spacing=spacing,
+        unit=str(unit),
+        channel=None if channel is None else str(channel),
+        study=study,
+        extra=extra,
     )
 
 

@@ -17,6 +17,7 @@ Reading accepts all three, plus plain TIFFs and the challenge's ImageJ-style tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -73,15 +74,27 @@ def _ij_escape(value: Any) -> Any:
     return value
 
 
-def _xy_resolution(page: tifffile.TiffPage) -> tuple[float, float] | None:
-    """Pixel size (X, Y) from the resolution tags, or None when they hold no calibration."""
+_TO_UM = {"µm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4}
+
+
+def _xy_resolution(page: tifffile.TiffPage) -> tuple[float, float, str | None] | None:
+    """Pixel size (X, Y) from the resolution tags and the unit the tags imply, or None if uncalibrated.
+
+    ImageJ files give pixels per ``unit`` of their description (tag unit NONE, returned as None);
+    plain TIFFs with inch or centimetre tags are converted to micrometres.
+    """
     try:
         xres, yres = page.get_resolution()
+        runit = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 2
     except Exception:  # malformed tags: treat as uncalibrated
         return None
     if not xres or not yres or (xres == 1 and yres == 1):
         return None
-    return 1.0 / float(xres), 1.0 / float(yres)
+    if runit == 2:  # inch
+        return 25400.0 / float(xres), 25400.0 / float(yres), "µm"
+    if runit == 3:  # centimetre
+        return 1e4 / float(xres), 1e4 / float(yres), "µm"
+    return 1.0 / float(xres), 1.0 / float(yres), None
 
 
 def _ome_meta(ome_xml: str) -> dict[str, Any]:
@@ -105,12 +118,41 @@ def _ome_meta(ome_xml: str) -> dict[str, Any]:
             if "K" in m:
                 v = m.get("value", "")
                 if isinstance(v, str) and v[:1] in "[{":
-                    try:
+                    with contextlib.suppress(ValueError):
                         v = json.loads(v)
-                    except ValueError:
-                        pass
                 raw[m["K"]] = v
     return raw
+
+
+def _key_value_description(desc: str) -> dict[str, Any]:
+    """Bare ``key=value`` lines (ImageJ-like descriptions without the ``ImageJ=`` header)."""
+    raw: dict[str, Any] = {}
+    for line in desc.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip() or " " in key.strip():
+            continue
+        v: Any = _ij_unescape(value.strip())
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                pass
+        raw[key.strip()] = v
+    return raw
+
+
+def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Reject truncated files: tifffile would silently return fewer planes or zeros."""
+    size = path.stat().st_size
+    n_pages = len(tif.pages)
+    expected = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
+    if expected is not None and int(expected) > n_pages:
+        raise FmcInputError(f"{path}: truncated file ({n_pages} of {expected} planes); re-export or re-download it")
+    for page in tif.pages:
+        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
+        if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
+            raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
 
 
 def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> ImageMeta:
@@ -128,33 +170,49 @@ def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> Image
     elif tif.is_imagej and tif.imagej_metadata:
         raw = {k: _ij_unescape(v) for k, v in tif.imagej_metadata.items()}
     else:
-        desc = page.description or ""
-        if "=" in desc and "\n" in desc:
-            # The challenge's ImageJ-like descriptions without the "ImageJ=" header.
-            try:
-                raw = {k: _ij_unescape(v) for k, v in tifffile.imagej_description_metadata(desc).items()}
-            except Exception:
-                raw = {}
-    if layout_axes is not None and "axes" in raw and len(str(raw["axes"])) == ndim:
-        # The stored axes key wins over the layout only when it names the same letters (ImageJ reorders).
-        if sorted(str(raw["axes"]).upper()) != sorted(layout_axes):
-            raw = {k: v for k, v in raw.items() if k != "axes"}
-    return meta_from_dict(raw, ndim, axes=layout_axes, xy_resolution=xy)
+        raw = _key_value_description(page.description or "")
+    # The stored axes key wins over the layout only when it names the same letters (ImageJ reorders).
+    stored = str(raw.get("axes", ""))
+    if layout_axes is not None and len(stored) == ndim and sorted(stored.upper()) != sorted(layout_axes):
+        raw = {k: v for k, v in raw.items() if k != "axes"}
+    if xy is not None and xy[2] is not None and not any(k.lower().startswith("physicalsize") for k in raw):
+        raw.setdefault("unit", xy[2])  # calibration only in the tags: they fix the unit
+    return meta_from_dict(raw, ndim, axes=layout_axes, xy_resolution=None if xy is None else xy[:2])
+
+
+def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.dtype, np.ndarray | None]:
+    """Metadata (and optionally the pixels) through one file handle, with errors made one-line."""
+    _check_file(path)
+    stage = "metadata"
+    try:
+        with tifffile.TiffFile(path) as tif:
+            _check_complete(tif, path)
+            series = tif.series[0]
+            meta = _read_meta(tif, series)
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            data = None
+            if pixels:
+                check_dtype(dtype, str(path))
+                stage = "pixels"
+                data = series.asarray()
+                if data.shape != shape:
+                    data = data.reshape(shape)
+            return meta, shape, dtype, data
+    except FmcInputError as e:
+        msg = str(e)
+        raise FmcInputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as e:
+        if stage == "pixels":
+            raise FmcInputError(
+                f"{path}: pixel data unreadable ({type(e).__name__}: {e}); the file may be truncated"
+            ) from None
+        raise FmcInputError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); check the file") from None
 
 
 def read_meta(path: str | os.PathLike) -> tuple[ImageMeta, tuple[int, ...], np.dtype]:
     """Read only the metadata, shape and dtype of a TIFF file (no pixel data)."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            meta = _read_meta(tif, series)
-            return meta, tuple(series.shape), np.dtype(series.dtype)
-    except FmcInputError as e:
-        raise FmcInputError(f"{path}: {e}") from None
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as e:
-        raise FmcInputError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); check the file") from None
+    meta, shape, dtype, _ = _read(Path(path), pixels=False)
+    return meta, shape, dtype
 
 
 def imread(path: str | os.PathLike, *, axes: str | None = None) -> Image:
@@ -172,15 +230,7 @@ def imread(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     Image
         ``image.data`` is a numpy array, ``image.meta`` its metadata.
     """
-    path = Path(path)
-    meta, shape, dtype = read_meta(path)
-    check_dtype(dtype, str(path))
-    try:
-        data = tifffile.imread(path, series=0)
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
-        raise FmcInputError(f"{path}: pixel data unreadable ({type(e).__name__}: {e}); the file may be truncated") from None
-    if data.shape != shape:
-        data = data.reshape(shape)
+    meta, _, _, data = _read(Path(path), pixels=True)
     img = Image(data, meta)
     return img.transpose(axes) if axes and axes.upper() != meta.axes else img
 
@@ -238,7 +288,9 @@ def imwrite(
                 "cast the data or write flavour='ome'"
             )
         if large:
-            raise FmcInputError(f"{path}: {data.nbytes / 2**30:.1f} GiB is too large for an ImageJ TIFF; use flavour='ome' or 'fmc'")
+            raise FmcInputError(
+                f"{path}: {data.nbytes / 2**30:.1f} GiB is too large for an ImageJ TIFF; use flavour='ome' or 'fmc'"
+            )
         arr, axes = _to_imagej_order(data, meta.axes)
         md: dict[str, Any] = {"axes": axes, "unit": _ij_escape(meta.unit if meta.unit != "pixel" else "pixel")}
         if "Z" in meta.spacing:
@@ -263,15 +315,18 @@ def imwrite(
             md[f"PhysicalSize{a}Unit"] = meta.unit if meta.unit != "pixel" else "pixel"
         if ann:
             md["MapAnnotation"] = ann
-        kwargs.update(
-            ome=True, metadata=md, bigtiff=large if bigtiff is None else bigtiff, tile=tile,
-            resolution=(1.0 / sx, 1.0 / sy), resolutionunit=None,
-        )
+        kwargs.update(ome=True, metadata=md, bigtiff=large if bigtiff is None else bigtiff, tile=tile)
+        to_um = _TO_UM.get(meta.unit)
+        if to_um is not None:
+            # Resolution tags in pixels per centimetre: plain ImageJ 1 (no Bio-Formats) then reads XY too.
+            kwargs.update(resolution=(1e4 / (sx * to_um), 1e4 / (sy * to_um)), resolutionunit="CENTIMETER")
     elif flavour == "fmc":
         arr = data
         md = meta.to_fmc_dict()
         kwargs.update(
-            metadata=md, bigtiff=True if bigtiff is None else bigtiff, tile=tile or (128, 128),
+            metadata=md,
+            bigtiff=True if bigtiff is None else bigtiff,
+            tile=tile or (128, 128),
             resolution=(1.0 / sx, 1.0 / sy),
         )
     else:

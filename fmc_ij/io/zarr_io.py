@@ -26,7 +26,9 @@ def _ngff_attrs(meta: ImageMeta) -> dict[str, Any]:
         axes.append(entry)
     scale = [meta.spacing.get(a, 1.0) for a in meta.axes]
     ms = {
-        "version": "0.4", "name": meta.channel or "image", "axes": axes,
+        "version": "0.4",
+        "name": meta.channel or "image",
+        "axes": axes,
         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
     }
     fmc = {"unit": meta.unit, "channel": meta.channel, "study": meta.study, "extra": meta.extra}
@@ -34,7 +36,12 @@ def _ngff_attrs(meta: ImageMeta) -> dict[str, Any]:
 
 
 def create_ome_zarr(
-    path: str | os.PathLike, shape: tuple[int, ...], dtype: Any, meta: ImageMeta, *, chunks: tuple[int, ...] | None = None
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    dtype: Any,
+    meta: ImageMeta,
+    *,
+    chunks: tuple[int, ...] | None = None,
 ) -> Any:
     """Create an empty OME-Zarr image (one resolution level) and return its writable zarr array.
 
@@ -47,10 +54,14 @@ def create_ome_zarr(
     root.attrs.update(_ngff_attrs(meta))
     if chunks is None:
         chunks = tuple(1 if a in "TC" else min(s, 64 if a == "Z" else 256) for a, s in zip(meta.axes, shape))
-    return root.create_array("0", shape=shape, dtype=np.dtype(dtype), chunks=chunks, chunk_key_encoding={"name": "v2", "separator": "/"})
+    return root.create_array(
+        "0", shape=shape, dtype=np.dtype(dtype), chunks=chunks, chunk_key_encoding={"name": "v2", "separator": "/"}
+    )
 
 
-def write_ome_zarr(path: str | os.PathLike, data: np.ndarray, meta: ImageMeta, *, chunks: tuple[int, ...] | None = None) -> Path:
+def write_ome_zarr(
+    path: str | os.PathLike, data: np.ndarray, meta: ImageMeta, *, chunks: tuple[int, ...] | None = None
+) -> Path:
     """Write an array as OME-Zarr atomically (written to a temporary folder, then renamed)."""
     path = Path(path)
     with atomic_path(path, is_dir=True) as tmp:
@@ -85,7 +96,11 @@ def open_ome_zarr(path: str | os.PathLike, level: int = 0) -> Image:
         inv = {v: k for k, v in _NGFF_UNITS.items()}
         unit = inv.get(ax_units[0], ax_units[0]) if ax_units and ax_units[0] else "pixel"
     meta = ImageMeta(
-        axes=axes, spacing=spacing, unit=unit, channel=fmc.get("channel"), study=fmc.get("study"),
+        axes=axes,
+        spacing=spacing,
+        unit=unit,
+        channel=fmc.get("channel"),
+        study=fmc.get("study"),
         extra=fmc.get("extra", {}),
     )
     return Image(arr, meta)

@@ -10,14 +10,29 @@
 
 from fmc_ij.synthetic.beads import BeadsConfig, simulate_beads
 from fmc_ij.synthetic.dataset import (
-    KINDS, simulate, simulate_beads_dataset, simulate_filaments_dataset, simulate_lightsheet_dataset,
+    KINDS,
+    simulate,
+    simulate_beads_dataset,
+    simulate_filaments_dataset,
+    simulate_lightsheet_dataset,
 )
 from fmc_ij.synthetic.filaments import FilamentsConfig, simulate_filaments
 from fmc_ij.synthetic.lightsheet import CHANNELS, LightSheetConfig, simulate_lightsheet
 from fmc_ij.synthetic.warp import apply_displacement, random_displacement
 
 __all__ = [
-    "CHANNELS", "KINDS", "BeadsConfig", "FilamentsConfig", "LightSheetConfig", "apply_displacement",
-    "random_displacement", "simulate", "simulate_beads", "simulate_beads_dataset", "simulate_filaments",
-    "simulate_filaments_dataset", "simulate_lightsheet", "simulate_lightsheet_dataset",
+    "CHANNELS",
+    "KINDS",
+    "BeadsConfig",
+    "FilamentsConfig",
+    "LightSheetConfig",
+    "apply_displacement",
+    "random_displacement",
+    "simulate",
+    "simulate_beads",
+    "simulate_beads_dataset",
+    "simulate_filaments",
+    "simulate_filaments_dataset",
+    "simulate_lightsheet",
+    "simulate_lightsheet_dataset",
 ]

@@ -48,12 +48,13 @@ def _pixel_integrated_1d(n: int, centers: np.ndarray, sigma: np.ndarray) -> np.n
     return 0.5 * np.diff(erf(z), axis=1)
 
 
-def render_points(shape: tuple[int, ...], positions_px: np.ndarray, sigma_px: tuple[float, ...], amplitude: np.ndarray) -> np.ndarray:
+def render_points(
+    shape: tuple[int, ...], positions_px: np.ndarray, sigma_px: tuple[float, ...], amplitude: np.ndarray
+) -> np.ndarray:
     """Sum of pixel-integrated Gaussians (total intensity ``amplitude`` each), 2D or 3D, separable."""
     n = positions_px.shape[0]
     profiles = [
-        _pixel_integrated_1d(size, positions_px[:, ax], np.full(n, sigma_px[ax]))
-        for ax, size in enumerate(shape)
+        _pixel_integrated_1d(size, positions_px[:, ax], np.full(n, sigma_px[ax])) for ax, size in enumerate(shape)
     ]
     if len(shape) == 2:
         return np.einsum("b,by,bx->yx", amplitude, *profiles).astype(np.float32)

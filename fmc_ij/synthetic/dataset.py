@@ -32,24 +32,34 @@ def _prepare(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _misregister(img: np.ndarray, rng: np.random.Generator, spacing: tuple[float, ...]) -> tuple[np.ndarray, dict, np.ndarray]:
+def _misregister(
+    img: np.ndarray, rng: np.random.Generator, spacing: tuple[float, ...]
+) -> tuple[np.ndarray, dict, np.ndarray]:
     # Elastic correlation length ~3 NanoJ blocks laterally; axially scaled by the anisotropy.
     lat = spacing[-1]
     smooth = [max(4.0, 192.0 * lat / s) if i < img.ndim - 2 else 192.0 for i, s in enumerate(spacing)]
-    shift, disp = random_displacement(img.shape, rng, shift_px=[1.0] * (img.ndim - 2) + [3.0, 3.0],
-                                      elastic_px=1.5, smoothness_px=smooth)
+    shift, disp = random_displacement(
+        img.shape, rng, shift_px=[1.0] * (img.ndim - 2) + [3.0, 3.0], elastic_px=1.5, smoothness_px=smooth
+    )
     return apply_displacement(img, disp), {"shift_px": shift.round(4).tolist()}, disp
 
 
 def simulate_lightsheet_dataset(
-    out: str | Path, *, n: int = 2, cfg: LightSheetConfig | None = None, seed: int = 0,
-    channels: tuple[str, ...] = CHANNELS, misregister: bool = False, flavour: TiffFlavour = "imagej",
-    start_index: int = 0, overwrite: bool = False,
+    out: str | Path,
+    *,
+    n: int = 2,
+    cfg: LightSheetConfig | None = None,
+    seed: int = 0,
+    channels: tuple[str, ...] = CHANNELS,
+    misregister: bool = False,
+    flavour: TiffFlavour = "imagej",
+    start_index: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` specimens as ``image_{N}_{channel}_{angle|fused}.tif`` with the challenge's metadata.
 
     With ``misregister`` the angle view is shifted and elastically warped relative to the fused one;
-    the displacement (``truth/image_{N}_{channel}_displacement.tif``, axes CZYX with C = the Z, Y, X
+    the displacement (``truth/image_{N}_{channel}_displacement.ome.tif``, axes CZYX with C = the Z, Y, X
     components in voxels) and the global shifts (``truth/misregistration.json``) are saved.
     """
     out = Path(out)
@@ -59,16 +69,19 @@ def simulate_lightsheet_dataset(
     for i in track(range(start_index, start_index + n), "simulate light-sheet", total=n):
         views = simulate_lightsheet(cfg, seed=seed * 100_003 + i, channels=channels)
         for ch, v in views.items():
-            meta = ImageMeta(axes="ZYX", spacing=dict(zip("ZYX", cfg.spacing)), unit="µm", channel=ch,
-                             study=SYNTHETIC_STUDY)
+            meta = ImageMeta(
+                axes="ZYX", spacing=dict(zip("ZYX", cfg.spacing)), unit="µm", channel=ch, study=SYNTHETIC_STUDY
+            )
             angle = v["angle"]
             if misregister:
                 rng = np.random.default_rng([seed, i, CHANNELS.index(ch), 7])
                 angle, info, disp = _misregister(angle, rng, cfg.spacing)
                 truth[f"image_{i}_{ch}"] = info
-                imwrite(out / "truth" / f"image_{i}_{ch}_displacement.tif", disp,
-                        meta.replace(axes="CZYX", extra={"components": "ZYX", "convention": "warped[p]=aligned[p+d(p)]"}),
-                        flavour="ome" if flavour == "ome" else "imagej")
+                imwrite(
+                    out / "truth" / f"image_{i}_{ch}_displacement.ome.tif",
+                    disp,
+                    meta.replace(axes="CZYX", extra={"components": "ZYX", "convention": "warped[p]=aligned[p+d(p)]"}),
+                )
             imwrite(out / f"image_{i}_{ch}_angle.tif", angle, meta, flavour=flavour)
             imwrite(out / f"image_{i}_{ch}_fused.tif", v["fused"], meta, flavour=flavour)
     if truth:
@@ -78,8 +91,13 @@ def simulate_lightsheet_dataset(
 
 
 def simulate_beads_dataset(
-    out: str | Path, *, n: int = 2, cfg: BeadsConfig | None = None, seed: int = 0,
-    flavour: TiffFlavour = "imagej", overwrite: bool = False,
+    out: str | Path,
+    *,
+    n: int = 2,
+    cfg: BeadsConfig | None = None,
+    seed: int = 0,
+    flavour: TiffFlavour = "imagej",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` bead fields as ``confocal/bead_{i}.tif`` / ``sted/bead_{i}.tif`` and their positions."""
     out = Path(out)
@@ -91,9 +109,17 @@ def simulate_beads_dataset(
     for i in track(range(n), "simulate beads", total=n):
         b = simulate_beads(cfg, seed=seed * 100_003 + i)
         for name, folder, fwhm in (("wide", "confocal", cfg.fwhm_wide_nm), ("narrow", "sted", cfg.fwhm_narrow_nm)):
-            meta = ImageMeta(axes=axes, spacing=spacing, unit="µm", channel="beads",
-                             extra={"modality": folder, "psf_fwhm_nm": fwhm,
-                                    "expected_fwhm_nm": round(cfg.effective_fwhm_nm(fwhm), 2)})
+            meta = ImageMeta(
+                axes=axes,
+                spacing=spacing,
+                unit="µm",
+                channel="beads",
+                extra={
+                    "modality": folder,
+                    "psf_fwhm_nm": fwhm,
+                    "expected_fwhm_nm": round(cfg.effective_fwhm_nm(fwhm), 2),
+                },
+            )
             imwrite(out / folder / f"bead_{i}.tif", b[name], meta, flavour=flavour)
         cols = [f"{a.lower()}_px" for a in axes] + [f"{a.lower()}_um" for a in axes] + ["brightness"]
         pos = b["positions"]
@@ -106,8 +132,13 @@ def simulate_beads_dataset(
 
 
 def simulate_filaments_dataset(
-    out: str | Path, *, n: int = 2, cfg: FilamentsConfig | None = None, seed: int = 0,
-    flavour: TiffFlavour = "imagej", overwrite: bool = False,
+    out: str | Path,
+    *,
+    n: int = 2,
+    cfg: FilamentsConfig | None = None,
+    seed: int = 0,
+    flavour: TiffFlavour = "imagej",
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` filament fields as ``low_na/filament_{i}.tif`` / ``high_na/filament_{i}.tif``."""
     out = Path(out)
@@ -117,8 +148,9 @@ def simulate_filaments_dataset(
     for i in track(range(n), "simulate filaments", total=n):
         f = simulate_filaments(cfg, seed=seed * 100_003 + i)
         for name, folder, na in (("low", "low_na", cfg.na_low), ("high", "high_na", cfg.na_high)):
-            meta = ImageMeta(axes="YX", spacing=spacing, unit="µm", channel="filaments",
-                             extra={"modality": f"widefield NA {na}"})
+            meta = ImageMeta(
+                axes="YX", spacing=spacing, unit="µm", channel="filaments", extra={"modality": f"widefield NA {na}"}
+            )
             imwrite(out / folder / f"filament_{i}.tif", f[name], meta, flavour=flavour)
     write_manifest(out, kind="filaments", low="low_na/*.tif", high="high_na/*.tif", channel="filaments")
     _record(out, "filaments", cfg, seed=seed, n=n)
@@ -133,8 +165,11 @@ def _record(out: Path, kind: str, cfg: Any, **info: Any) -> None:
 def simulate(out: str | Path, kind: str = "lightsheet", *, overwrite: bool = False, **kwargs: Any) -> list[Path]:
     """Write one kind of dataset into ``out``, or all three kinds into ``out/<kind>`` with ``kind="all"``."""
     out = Path(out)
-    writers = {"lightsheet": simulate_lightsheet_dataset, "beads": simulate_beads_dataset,
-               "filaments": simulate_filaments_dataset}
+    writers = {
+        "lightsheet": simulate_lightsheet_dataset,
+        "beads": simulate_beads_dataset,
+        "filaments": simulate_filaments_dataset,
+    }
     if kind not in (*KINDS, "all"):
         raise FmcInputError(f"unknown dataset kind {kind!r}: use one of {', '.join(KINDS)} or all")
     if kind != "all":

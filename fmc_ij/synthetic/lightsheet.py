@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from fmc_ij.synthetic.optics import camera, depth_varying_blur, gaussian_blur, smooth_noise
+from fmc_ij.synthetic.optics import broad_blur, camera, depth_varying_blur, gaussian_blur, smooth_noise
 
 CHANNELS = ("nucleus", "membrane")
 
@@ -119,7 +119,9 @@ def make_specimen(cfg: LightSheetConfig, rng: np.random.Generator) -> Specimen:
     seed_img[tuple(idx.T)] = False
     label_of = np.zeros(fshape, np.int32)
     label_of[tuple(idx.T)] = np.arange(1, len(seeds) + 1)
-    nearest = ndimage.distance_transform_edt(seed_img, sampling=fine_spacing, return_distances=False, return_indices=True)
+    nearest = ndimage.distance_transform_edt(
+        seed_img, sampling=fine_spacing, return_distances=False, return_indices=True
+    )
     labels = label_of[tuple(nearest)]
     labels[~inside] = 0
     del nearest
@@ -182,13 +184,14 @@ def render_views(
     t = spec.depth_um / cfg.depth_max_um
     emitted = density * att
     single = depth_varying_blur(
-        emitted, t,
+        emitted,
+        t,
         (cfg.blur_axial_um[0], cfg.blur_lateral_um[0], cfg.blur_lateral_um[0]),
         (cfg.blur_axial_um[1], cfg.blur_lateral_um[1], cfg.blur_lateral_um[1]),
         fs,
     )
     # Scattered light: a broad halo that grows as the ballistic signal is lost.
-    single += cfg.haze * gaussian_blur(density * (1.0 - att), (6.0, 6.0, 6.0), fs)
+    single += cfg.haze * broad_blur(density * (1.0 - att), (6.0, 6.0, 6.0), fs)
     fused = gaussian_blur(density, cfg.fused_sigma_um, fs)
 
     single, fused = _sample_z(single, spec.z_factor), _sample_z(fused, spec.z_factor)

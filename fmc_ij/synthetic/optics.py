@@ -30,6 +30,18 @@ def gaussian_blur(image: np.ndarray, sigma_um: Sequence[float], spacing_um: Sequ
     return ndimage.gaussian_filter(image.astype(np.float32, copy=False), sig, mode="constant", truncate=3.5)
 
 
+def broad_blur(
+    image: np.ndarray, sigma_um: Sequence[float], spacing_um: Sequence[float], factor: int = 4
+) -> np.ndarray:
+    """A wide Gaussian blur computed on a ``factor``-times coarser grid (for halos: exact enough, far cheaper)."""
+    pad = [(0, (-n) % factor) for n in image.shape]
+    x = np.pad(image.astype(np.float32, copy=False), pad, mode="edge")
+    coarse = x.reshape([v for n in x.shape for v in (n // factor, factor)]).mean(axis=tuple(range(1, 2 * x.ndim, 2)))
+    coarse = gaussian_blur(coarse, sigma_um, [d * factor for d in spacing_um])
+    up = ndimage.zoom(coarse, factor, order=1, mode="nearest", grid_mode=True)
+    return up[tuple(slice(0, n) for n in image.shape)]
+
+
 def depth_varying_blur(
     image: np.ndarray,
     t: np.ndarray,

@@ -43,7 +43,7 @@ def random_displacement(
     shift = rng.uniform(-1, 1, ndim) * np.broadcast_to(np.asarray(shift_px, float), (ndim,))
     # Elastic part on a coarse grid then upsampled: cheap, and smooth by construction.
     smooth = np.broadcast_to(np.asarray(smoothness_px, float), (ndim,))
-    coarse = tuple(max(2, int(np.ceil(s / max(l, 1.0))) + 1) for s, l in zip(shape, smooth))
+    coarse = tuple(max(2, int(np.ceil(n / max(c, 1.0))) + 1) for n, c in zip(shape, smooth))
     field = np.empty((ndim, *shape), np.float32)
     for ax in range(ndim):
         c = ndimage.gaussian_filter(rng.standard_normal(coarse), 0.7, mode="nearest")

@@ -1,0 +1,65 @@
+"""fmc_ij.io against plain tifffile (what CSBDeep, CAREamics and the challenge template call), same run.
+
+fmc_ij.io adds metadata parsing, validation, an integrity check and atomic writes; this shows their cost.
+
+    python benchmarks/bench_io.py [--shape 64,512,512] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from fmc_ij import io
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shape", default="64,512,512")
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    shape = tuple(int(v) for v in a.shape.split(","))
+    data = np.random.default_rng(0).integers(0, 4000, shape).astype(np.uint16)
+    meta = io.ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.39, "X": 0.39}, channel="nucleus", study=1)
+    mb = data.nbytes / 2**20
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        md = meta.to_fmc_dict()
+        cases = {
+            "write imagej": (
+                lambda: io.imwrite(d / "a.tif", data, meta),
+                lambda: tifffile.imwrite(d / "b.tif", data, imagej=True, metadata={"axes": "ZYX", "spacing": 1.0}),
+            ),
+            "write fmc (tiled BigTIFF)": (
+                lambda: io.imwrite(d / "c.tif", data, meta, flavour="fmc"),
+                lambda: tifffile.imwrite(d / "e.tif", data, bigtiff=True, metadata=md, tile=(128, 128)),
+            ),
+            "read imagej": (lambda: io.imread(d / "a.tif"), lambda: tifffile.imread(d / "b.tif")),
+            "read fmc (tiled BigTIFF)": (lambda: io.imread(d / "c.tif"), lambda: tifffile.imread(d / "e.tif")),
+        }
+        print(f"volume {shape} uint16 ({mb:.0f} MiB), best of {a.repeat}")
+        print(f"{'operation':28} {'fmc_ij.io':>10} {'tifffile':>10} {'ratio':>7}")
+        for name, (ours, peer) in cases.items():
+            t_o, t_p = best(ours, a.repeat), best(peer, a.repeat)
+            print(f"{name:28} {t_o * 1e3:8.0f}ms {t_p * 1e3:8.0f}ms {t_o / t_p:6.2f}x")
+        t_l = best(lambda: np.asarray(io.open_lazy(d / "c.tif").data[shape[0] // 2]), a.repeat)
+        t_f = best(lambda: tifffile.imread(d / "e.tif")[shape[0] // 2], a.repeat)
+        print(f"{'one plane, lazy vs full read':28} {t_l * 1e3:8.0f}ms {t_f * 1e3:8.0f}ms {t_l / t_f:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The ``fmc-ij`` command line: one subcommand per pipeline step, a thin layer over the library.
+
+Bad input prints one line (``error: ...``) and exits with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fmc_ij import __version__
+from fmc_ij.errors import FmcInputError
+
+app = typer.Typer(
+    name="fmc-ij",
+    help="Paired fluorescence images -> a trained restoration network that runs back in Fiji.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables keep their width when piped (CI logs, files); a terminal sets its own.
+_out = Console(width=None if sys.stdout.isatty() else 160)
+_DEBUG = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fmc-ij {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    global _DEBUG
+    _DEBUG = debug
+
+
+def _parse_ints(text: str, what: str, n: int | None = None) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise FmcInputError(f"{what} {text!r}: give integers separated by commas, e.g. 64,256,256") from None
+    if (n is not None and len(vals) != n) or any(v <= 0 for v in vals):
+        raise FmcInputError(f"{what} {text!r}: give {n or 'some'} positive integers separated by commas")
+    return vals
+
+
+def _parse_floats(text: str, what: str, n: int) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise FmcInputError(f"{what} {text!r}: give {n} numbers separated by commas, e.g. 1.0,0.4,0.4") from None
+    if len(vals) != n or any(v <= 0 for v in vals):
+        raise FmcInputError(f"{what} {text!r}: give {n} positive numbers separated by commas")
+    return vals
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
+    kind: str = typer.Option("lightsheet", help="lightsheet, beads, filaments, or all (one subfolder each)."),
+    n: int = typer.Option(2, "--n", min=1, help="Number of specimens / fields."),
+    shape: str = typer.Option("64,256,256", help="Light-sheet volume size Z,Y,X in voxels."),
+    spacing: str = typer.Option("1.0,0.4,0.4", help="Light-sheet voxel size Z,Y,X in micrometres."),
+    channels: str = typer.Option("nucleus,membrane", help="Light-sheet channels."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same files."),
+    misregister: bool = typer.Option(False, help="Shift and elastically warp the single view; save the truth."),
+    flavour: str = typer.Option("imagej", help="TIFF flavour: imagej (Fiji reads the calibration), ome, fmc."),
+    overwrite: bool = typer.Option(False, help="Write into a non-empty folder."),
+) -> None:
+    """Write a built-in synthetic dataset (challenge layout and metadata)."""
+    from fmc_ij.synthetic import LightSheetConfig
+    from fmc_ij.synthetic import simulate as run
+
+    if flavour not in ("imagej", "ome", "fmc"):
+        raise FmcInputError(f"unknown --flavour {flavour!r}: use imagej, ome or fmc")
+    chans = tuple(c.strip() for c in channels.split(",") if c.strip())
+    bad = [c for c in chans if c not in ("nucleus", "membrane")]
+    if bad or not chans:
+        raise FmcInputError(f"unknown channel(s) {bad or channels!r}: use nucleus and/or membrane")
+    kwargs: dict[str, Any] = {"n": n, "seed": seed, "flavour": flavour}
+    if kind in ("lightsheet", "all"):
+        try:
+            cfg = LightSheetConfig(
+                shape=_parse_ints(shape, "--shape", 3), spacing=_parse_floats(spacing, "--spacing", 3)
+            )
+        except ValueError as e:
+            raise FmcInputError(str(e)) from None
+        kwargs.update(cfg=cfg, channels=chans, misregister=misregister)
+    paths = run(out, kind, overwrite=overwrite, **kwargs)
+    for p in paths:
+        _out.print(f"wrote [bold]{p}[/bold]")
+
+
+def _value_range(data: Any) -> tuple[float, float]:
+    """Min and max, read plane by plane so lazy volumes never load whole."""
+    lo, hi = np.inf, -np.inf
+    planes = data.reshape(-1, *data.shape[-2:]) if isinstance(data, np.ndarray) else None
+    n = planes.shape[0] if planes is not None else int(np.prod(data.shape[:-2], dtype=np.int64))
+    for i in range(max(n, 1)):
+        if planes is not None:
+            p = planes[i]
+        else:
+            p = np.asarray(data[np.unravel_index(i, data.shape[:-2])]) if data.ndim > 2 else np.asarray(data[...])
+        lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
+    return lo, hi
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    from fmc_ij.io import open_lazy
+
+    img = open_lazy(path)
+    lo, hi = _value_range(img.data)
+    m = img.meta
+    return {
+        "path": str(path),
+        "shape": list(img.shape),
+        "dtype": img.dtype.name,
+        "axes": m.axes,
+        "voxel_size": {a: m.spacing[a] for a in m.spatial_axes},
+        "unit": m.unit,
+        "channel": m.channel,
+        "study": m.study,
+        "min": lo,
+        "max": hi,
+        **({"extra": m.extra} if m.extra else {}),
+    }
+
+
+def _fmt_voxel(d: dict[str, Any]) -> str:
+    vs = d["voxel_size"]
+    return " x ".join(f"{vs[a]:g}" for a in vs) + f" {d['unit']}"
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A TIFF / OME-Zarr file, or a dataset folder."),
+    low: str = typer.Option(None, help="Glob of the input files (with --high) for non-challenge layouts."),
+    high: str = typer.Option(None, help="Glob of the target files, e.g. 'sted/*.tif'."),
+    inputs_only: bool = typer.Option(False, help="Test-time folder: inputs without targets are fine."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Shape, dtype, axes, voxel size, channel, study and value range of a file or every pair of a dataset."""
+    from fmc_ij.io import discover
+
+    if path.is_dir() and not (path.suffix == ".zarr" or (path / ".zattrs").exists()):
+        pairs = discover(path, low=low, high=high, require_target=not inputs_only)
+        from fmc_ij.progress import track
+
+        rows = []
+        for p in track(pairs, "reading", total=len(pairs)):
+            rows.append(
+                {
+                    "pair": p.name,
+                    "channel": p.channel,
+                    "input": _describe(p.low),
+                    "target": _describe(p.high) if p.high else None,
+                }
+            )
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        t = Table(title=f"{path}: {len(rows)} pair(s)")
+        for col in ("pair", "channel", "study", "shape (axes)", "voxel size", "dtype", "input range", "target range"):
+            t.add_column(col)
+        for r in rows:
+            i, g = r["input"], r["target"]
+            t.add_row(
+                r["pair"],
+                str(i["channel"] or r["channel"] or "-"),
+                str(i["study"] if i["study"] is not None else "-"),
+                f"{'x'.join(map(str, i['shape']))} ({i['axes']})",
+                _fmt_voxel(i),
+                i["dtype"],
+                f"{i['min']:g}..{i['max']:g}",
+                f"{g['min']:g}..{g['max']:g}" if g else "missing",
+            )
+        _out.print(t)
+        return
+    d = _describe(path)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    t = Table(title=str(path), show_header=False)
+    for k, v in (
+        ("shape", f"{'x'.join(map(str, d['shape']))}"),
+        ("axes", d["axes"]),
+        ("dtype", d["dtype"]),
+        ("voxel size", f"{_fmt_voxel(d)} ({''.join(d['voxel_size'])})"),
+        ("channel", str(d["channel"] or "-")),
+        ("study", "-" if d["study"] is None else str(d["study"])),
+        ("range", f"{d['min']:g} .. {d['max']:g}"),
+        *((f"{k}", str(v)) for k, v in d.get("extra", {}).items()),
+    ):
+        t.add_row(k, v)
+    _out.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps input errors to exit code 2 with one line on stderr."""
+    import click
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False, prog_name="fmc-ij")
+    except FmcInputError as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MemoryError:
+        if debug:
+            raise
+        typer.echo("error: out of memory; use smaller tiles/volumes or the lazy (streamed) options", err=True)
+        sys.exit(2)
+    except Exception as e:  # an internal bug: still one line unless --debug
+        if debug:
+            raise
+        typer.echo(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
