@@ -22,6 +22,8 @@ Kind = Literal["lightsheet", "beads", "filaments"]
 KINDS: tuple[str, ...] = ("lightsheet", "beads", "filaments")
 #: Study number written into simulated light-sheet files (the challenge's studies are 1-5).
 SYNTHETIC_STUDY = 0
+#: Above this, a dense displacement field and its interpolation no longer fit a 24 GiB machine.
+MAX_MISREGISTER_VOXELS = 2**26
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -64,10 +66,17 @@ def simulate_lightsheet_dataset(
     """
     out = Path(out)
     cfg = cfg or LightSheetConfig()
+    voxels = int(np.prod(cfg.shape))
+    if misregister and voxels > MAX_MISREGISTER_VOXELS:
+        need = voxels * 4 * 7 / 2**30  # displacement field (3 x float32), coordinates and spline coefficients
+        raise FmcInputError(
+            f"--misregister on {voxels / 1e6:.0f} M voxels needs about {need:.0f} GiB; "
+            f"use at most {MAX_MISREGISTER_VOXELS / 1e6:.0f} M voxels (e.g. --shape 64,1024,1024)"
+        )
     _prepare(out, overwrite)
     truth: dict[str, Any] = {}
     for i in track(range(start_index, start_index + n), "simulate light-sheet", total=n):
-        views = simulate_lightsheet(cfg, seed=seed * 100_003 + i, channels=channels)
+        views = simulate_lightsheet(cfg, seed=seed * 100_003 + i, channels=channels, truth=False)
         for ch, v in views.items():
             meta = ImageMeta(
                 axes="ZYX", spacing=dict(zip("ZYX", cfg.spacing)), unit="µm", channel=ch, study=SYNTHETIC_STUDY
