@@ -1,8 +1,8 @@
 """How much worse is the simulated single view than the fused one, and how does it change with depth?
 
 Prints SSIM(single, fused), SSIM(single, truth) and SSIM(fused, truth) in the top, middle and bottom
-third of the specimen's depth and over the whole volume, per channel, after the challenge's 2/99.8 percentile normalisation
-(skimage SSIM: Gaussian window sigma 1.5, data_range 1).
+third of the specimen's depth and over the whole volume, per channel, after the challenge's 2/99.8
+percentile normalisation (skimage SSIM: Gaussian window sigma 1.5, data_range 1).
 
     python benchmarks/synthetic_depth_ssim.py [--shape 64,256,256] [--seeds 0,1,2]
 """
