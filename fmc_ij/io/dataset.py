@@ -7,7 +7,6 @@ expensive one of the same sample (``high``: the fused volume, high-NA, STED, SIM
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 import re
@@ -198,6 +197,3 @@ def discover(
         )
     return pairs
 
-
-def is_tiff(path: str | os.PathLike) -> bool:
-    return fnmatch.fnmatch(Path(path).name.lower(), "*.tif") or fnmatch.fnmatch(Path(path).name.lower(), "*.tiff")

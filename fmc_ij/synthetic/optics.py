@@ -87,9 +87,3 @@ def camera(
     info = np.iinfo(dtype)
     return np.clip(adu, info.min, info.max).astype(dtype)
 
-
-def smooth_noise(shape: Sequence[int], sigma_px: float | Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Smooth random field in [0, 1] (texture, expression levels, warps)."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_px, mode="wrap")
-    lo, hi = f.min(), f.max()
-    return (f - lo) / (hi - lo + 1e-12)
