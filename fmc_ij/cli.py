@@ -206,6 +206,55 @@ def info(
     _out.print(t)
 
 
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., help="Folder of predictions, named like their inputs (image_N_channel_angle.tif)."),
+    gt: Path = typer.Option(..., help="Folder of ground truths (image_N_channel_fused.tif)."),
+    input: Path = typer.Option(..., "--input", help="Folder of the inputs (image_N_channel_angle.tif)."),
+    out: Path = typer.Option(..., help="Where metrics.csv, summary.json, the PNGs and report.html go."),
+    iou: bool = typer.Option(True, help="Also compute N_IOU (segmentation; slower)."),
+    segmenter: str = typer.Option("classical", help="N_IOU segmenter: classical (offline) or cellpose."),
+    iou_spacing: float = typer.Option(None, help="Isotropic voxel size for N_IOU (default: the coarsest axis)."),
+    outlier_margin: float = typer.Option(0.05, help="Flag images with 1 - SSIM(input, GT) below this."),
+    clip: bool = typer.Option(False, help="Clip the percentile-normalised images to [0, 1] (default: unclipped)."),
+    figures: bool = typer.Option(True, help="Write a slice PNG per image."),
+) -> None:
+    """Fuse My Cells metrics (N_SSIM, N_IOU) and SSIM / PSNR / NRMSE / MAE / Pearson per image and per channel."""
+    from fmc_ij.evaluate import EvalConfig, evaluate_dataset
+
+    cfg = EvalConfig(
+        iou=iou, segmenter=segmenter, iou_spacing=iou_spacing, outlier_margin=outlier_margin, clip=clip, figures=figures
+    )
+    if segmenter not in ("classical", "cellpose"):
+        raise FmcInputError(f"--segmenter {segmenter!r}: use classical or cellpose")
+    res = evaluate_dataset(pred, gt, input, out, cfg)
+    t = Table(title=f"{len(res['rows'])} image(s) -> {out}")
+    for col in (
+        "channel",
+        "images",
+        "N_SSIM mean",
+        "N_SSIM median",
+        "N_IOU mean",
+        "SSIM input",
+        "SSIM pred",
+        "outliers",
+    ):
+        t.add_column(col)
+    for ch, s in ((k, v) for k, v in res.items() if k != "rows"):
+        a = s["all"]
+        t.add_row(
+            ch,
+            str(s["n_images"]),
+            f"{a['n_ssim']['mean']:.4f}",
+            f"{a['n_ssim']['median']:.4f}",
+            f"{a['n_iou']['mean']:.4f}",
+            f"{a['ssim_input']['mean']:.4f}",
+            f"{a['ssim_pred']['mean']:.4f}",
+            ", ".join(s["outliers"]) or "-",
+        )
+    _out.print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps input errors to exit code 2 with one line on stderr."""
     import click

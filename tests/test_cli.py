@@ -33,7 +33,7 @@ def dataset(tmp_path_factory):
 
 def test_help_for_every_command():
     top = run("--help").stdout
-    for cmd in ("simulate", "info"):
+    for cmd in ("simulate", "info", "evaluate"):
         assert cmd in top
         assert "Usage" in run(cmd, "--help").stdout
     assert run("--version").stdout.startswith("fmc-ij ")
@@ -110,3 +110,58 @@ def test_debug_shows_traceback_and_refuses_overwrite(tmp_path):
     res = run("simulate", "--out", tmp_path, "--shape", "8,32,32", check=False)
     assert res.returncode == 2 and "--overwrite" in res.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_evaluate_challenge_layout(dataset, tmp_path):
+    """Identity predictions score N_SSIM 0 exactly; a blurred prediction scores below 0; files and report written."""
+    from scipy import ndimage
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    inputs = sorted(dataset.glob("*_angle.tif"))
+    for k, f in enumerate(inputs):
+        img = io.imread(f)
+        data = img.data if k % 2 == 0 else ndimage.gaussian_filter(img.data.astype(np.float32), 2.0)
+        io.imwrite(pred / f.name, data.astype(np.float32), img.meta)
+    out = tmp_path / "eval"
+    res = run("evaluate", "--pred", pred, "--gt", dataset, "--input", dataset, "--out", out)
+    assert "N_SSIM" in res.stdout
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"channel", "study", "ssim_input", "n_ssim", "n_iou", "psnr", "nrmse", "outlier"} <= set(header)
+    values = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    assert len(values) == len(inputs)
+    ident = [v for v in values if v["name"] == inputs[0].name.removesuffix(".tif")][0]
+    assert float(ident["n_ssim"]) == 0.0
+    # N_IOU of an identity is 0, or NaN when the input segments exactly like the GT (tiny volumes here).
+    assert float(ident["n_iou"]) == 0.0 or ident["n_iou"] == "nan"
+    blurred = [v for v in values if v["name"] == inputs[1].name.removesuffix(".tif")][0]
+    assert float(blurred["n_ssim"]) < 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"nucleus", "membrane"}
+    assert summary["nucleus"]["n_images"] == 2
+    for png in ("n_ssim.png", "n_iou.png", "ssim_input_vs_pred.png", f"slices/{inputs[0].stem}.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_evaluate_bad_input(dataset, tmp_path):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    f = sorted(dataset.glob("*_angle.tif"))[0]
+    io.imwrite(pred / f.name, np.zeros((4, 8, 8), np.float32), io.imread(f).meta)
+    res = run("evaluate", "--pred", pred, "--gt", dataset, "--input", dataset, "--out", tmp_path / "o", check=False)
+    assert res.returncode == 2 and "differ in shape" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run(
+        "evaluate",
+        "--pred",
+        tmp_path / "nope",
+        "--gt",
+        dataset,
+        "--input",
+        dataset,
+        "--out",
+        tmp_path / "o",
+        check=False,
+    )
+    assert res.returncode == 2 and "no such folder" in res.stderr

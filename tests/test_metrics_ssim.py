@@ -30,7 +30,7 @@ def test_slabs_do_not_change_the_result():
     a, b = rng.random((30, 40, 40)), rng.random((30, 40, 40))
     whole = ssim(a, b, data_range=1.0)
     for slab in (1600, 5000, 17_000):  # one plane per slab, a few, most of the volume
-        assert ssim(a, b, data_range=1.0, slab_voxels=slab) == pytest.approx(whole, abs=1e-12)
+        assert ssim(a, b, data_range=1.0, tile_voxels=slab) == pytest.approx(whole, abs=1e-12)
 
 
 def test_uint16_inputs_and_identity():
@@ -75,3 +75,50 @@ def test_bad_input():
         ssim(np.zeros((8, 20)), np.zeros((8, 20)), data_range=1.0)
     with pytest.raises(FmcInputError, match="data_range"):
         ssim(np.zeros((20, 20)), np.zeros((20, 20)), data_range=0.0)
+
+
+def test_published_reference_value():
+    """IPOL 'imdiff -m mssim' (Gaussian SSIM, Wang et al. 2004) on skimage's camera + sigma-20 noise: 0.357959."""
+    from skimage import data
+
+    rs = np.random.RandomState(5)
+    cam = data.camera()
+    noisy = np.clip(cam + 20.0 * rs.randn(*cam.shape), 0, 255).astype(np.uint8)
+    assert ssim(cam, noisy, data_range=255.0) == pytest.approx(0.357959091663361, abs=5e-4)
+
+
+def test_compiled_engine_equals_eager():
+    """torch.compile fuses the stencil; float32 tiles with float64 sums stay within 1e-6 of skimage."""
+    rng = np.random.default_rng(7)
+    a = ndimage.gaussian_filter(rng.random((24, 40, 44)), 1.0).astype(np.float32) * 3000 + 200
+    b = (a + rng.normal(0, 30, a.shape)).astype(np.float32)
+    ref = structural_similarity(a.astype(float), b.astype(float), data_range=3000.0, **SK)
+    assert ssim(a, b, data_range=3000.0, engine="compiled", tile_voxels=9000) == pytest.approx(ref, abs=1e-6)
+
+
+def test_normalise_on_the_fly_equals_normalised_copy():
+    rng = np.random.default_rng(8)
+    a = (rng.random((20, 30, 30)) * 1000).astype(np.uint16)
+    b = (a * 0.5 + rng.random(a.shape) * 100).astype(np.uint16)
+    na, nb = percentile_normalize(a), percentile_normalize(b)
+    ref = structural_similarity(na.astype(float), nb.astype(float), data_range=1.0, **SK)
+    lo_hi = (tuple(np.percentile(a, (2, 99.8))), tuple(np.percentile(b, (2, 99.8))))
+    assert ssim(a, b, data_range=1.0, normalize=lo_hi) == pytest.approx(ref, abs=1e-6)
+    ca, cb = percentile_normalize(a, clip=True), percentile_normalize(b, clip=True)
+    ref_c = structural_similarity(ca.astype(float), cb.astype(float), data_range=1.0, **SK)
+    assert ssim(a, b, data_range=1.0, normalize=lo_hi, clip=True) == pytest.approx(ref_c, abs=1e-6)
+
+
+def test_constant_and_nan_images():
+    flat = np.full((16, 16, 16), 5.0)
+    rng = np.random.default_rng(9)
+    x = rng.random((16, 16, 16))
+    # Constant images: a documented finite value, no crash (SSIM of two equal constants is 1).
+    assert ssim(flat, flat, data_range=1.0) == pytest.approx(1.0)
+    assert math.isfinite(n_ssim(x, flat, x))
+    bad = x.copy()
+    bad[3, 3, 3] = np.nan
+    with pytest.raises(FmcInputError, match="NaN"):
+        n_ssim(bad, x, x)
+    with pytest.raises(FmcInputError, match="differ in shape"):
+        n_ssim(x, x[:-1], x)

@@ -196,4 +196,3 @@ def discover(
             f"no pairs found in {root}{hint}: use the challenge naming, an {MANIFEST} manifest, or --low/--high globs"
         )
     return pairs
-

@@ -86,4 +86,3 @@ def camera(
     adu = np.round(electrons * gain + offset)
     info = np.iinfo(dtype)
     return np.clip(adu, info.min, info.max).astype(dtype)
-
