@@ -21,7 +21,9 @@ import numpy as np
 def make(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     a = rng.random(shape, dtype=np.float32)
-    b = a + rng.normal(0, 0.1, shape).astype(np.float32)
+    b = a.copy()
+    for z in range(shape[0]):  # plane by plane: no float64 temporary inflates the peak we measure
+        b[z] += rng.standard_normal(shape[1:], dtype=np.float32) * np.float32(0.1)
     return a, b
 
 

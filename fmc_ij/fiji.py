@@ -89,3 +89,75 @@ def imagej_calibration(path: str | Path, *, timeout: float = 120.0) -> dict[str,
     fields = dict(kv.split("=", 1) for kv in ("width=" + rest).split())
     fields["file"] = head[len("file=") :]
     return fields
+
+
+_FIJI_CANDIDATES = ("~/Fiji.app", "~/fiji", "/opt/Fiji.app", "/opt/fiji", "/usr/local/Fiji.app")
+NANOJ_INSTALL = (
+    "install NanoJ-Core in Fiji (Help > Update... > Manage update sites > tick 'NanoJ-Core' > Apply) "
+    "and point FMC_IJ_FIJI at the Fiji.app folder"
+)
+
+
+def find_fiji() -> Path:
+    """Locate a Fiji installation: ``$FMC_IJ_FIJI``, then the usual folders. Never downloads."""
+    env = os.environ.get("FMC_IJ_FIJI")
+    for cand in ([env] if env else []) + list(_FIJI_CANDIDATES):
+        p = Path(cand).expanduser()
+        if (p / "jars").is_dir() and (p / "plugins").is_dir():
+            return p
+    raise ImageJNotFound(
+        "Fiji not found (this toolkit does not download it): install Fiji from https://fiji.sc on a machine with "
+        f"internet access, copy it here, then {NANOJ_INSTALL}"
+    )
+
+
+def find_nanoj(fiji: Path | None = None) -> Path:
+    """The NanoJ-Core jar inside Fiji, or a one-line error saying how to install it."""
+    fiji = fiji or find_fiji()
+    jars = sorted(fiji.glob("plugins/**/NanoJ*Core*.jar")) + sorted(fiji.glob("jars/**/NanoJ*Core*.jar"))
+    if not jars:
+        raise ImageJNotFound(f"NanoJ-Core is not installed in {fiji}: {NANOJ_INSTALL}")
+    return jars[0]
+
+
+def nanoj_register_channels_options(blocks: int = 5, min_similarity: float = 0.5, max_shift: int = 0) -> str:
+    """The exact ``Register Channels - Estimate`` option string (every key given: omitted ones take prefs)."""
+    return f"reference=1 number=2 max={max_shift} blocks={blocks} min={min_similarity:g} gaussian=0 apply"
+
+
+def fiji_executable(fiji: Path) -> Path:
+    for name in ("ImageJ-linux64", "fiji-linux-x64", "ImageJ-macosx", "fiji"):
+        if (fiji / name).is_file():
+            return fiji / name
+    raise ImageJNotFound(f"no Fiji launcher in {fiji}; reinstall Fiji")
+
+
+def run_nanoj_register(
+    reference: str | Path,
+    moving: str | Path,
+    out_dir: str | Path,
+    *,
+    blocks: int = 5,
+    min_similarity: float = 0.5,
+    timeout: float = 600.0,
+) -> Path:
+    """Register ``moving`` onto ``reference`` with NanoJ-Core's *Register Channels* inside the user's Fiji.
+
+    Writes ``registered.tif`` and ``translation_mask.tif`` to ``out_dir`` and returns the registered path.
+    """
+    fiji = find_fiji()
+    find_nanoj(fiji)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arg = (
+        f"reference=[{Path(reference).resolve()}] moving=[{Path(moving).resolve()}] out=[{out.resolve()}] "
+        f"options=[{nanoj_register_channels_options(blocks, min_similarity)}]"
+    )
+    cmd = [str(fiji_executable(fiji)), "--ij2", "--headless", "--console", "-macro",
+           str(macro_path("fmc_nanoj_register.ijm")), arg]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    target = out / "registered.tif"
+    if res.returncode != 0 or not target.is_file():
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise FmcInputError(f"NanoJ registration in Fiji failed: {tail[0]}")
+    return target

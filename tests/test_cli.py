@@ -33,7 +33,7 @@ def dataset(tmp_path_factory):
 
 def test_help_for_every_command():
     top = run("--help").stdout
-    for cmd in ("simulate", "info", "evaluate"):
+    for cmd in ("simulate", "info", "evaluate", "register"):
         assert cmd in top
         assert "Usage" in run(cmd, "--help").stdout
     assert run("--version").stdout.startswith("fmc-ij ")
@@ -165,3 +165,43 @@ def test_evaluate_bad_input(dataset, tmp_path):
         check=False,
     )
     assert res.returncode == 2 and "no such folder" in res.stderr
+
+
+def test_register_pair_and_dataset(tmp_path):
+    data = tmp_path / "mis"
+    run("simulate", "--out", data, "--shape", "16,128,128", "--n", "1", "--channels", "nucleus", "--misregister")
+    lr, hr = data / "image_0_nucleus_angle.tif", data / "image_0_nucleus_fused.tif"
+    res = run("register", lr, hr, "--out", tmp_path / "one")
+    assert "NCC" in res.stdout
+    summary = json.loads((tmp_path / "one" / "image_0_nucleus_angle_registration.json").read_text())
+    assert summary["ncc_rigid"] > summary["ncc_before"]
+    # The simulated angle view was warped by the truth field d; registering samples it back at about -d.
+    d = io.imread(data / "truth" / "image_0_nucleus_displacement.ome.tif").data
+    field = np.load(tmp_path / "one" / "image_0_nucleus_angle_field.npy")
+    inner = (slice(1, 3), slice(2, -2), slice(16, -16), slice(16, -16))
+    err = float(np.sqrt(((field + d)[inner] ** 2).sum(0).mean()))
+    before = float(np.sqrt((d[inner] ** 2).sum(0).mean()))
+    print("lateral field error", err, "misregistration", before)
+    assert err < 0.35 * before
+    assert (tmp_path / "one" / "image_0_nucleus_angle_qc.png").stat().st_size > 1000
+    reg = io.imread(tmp_path / "one" / lr.name)
+    assert reg.data.shape == io.imread(hr).data.shape and reg.data.dtype == io.imread(lr).data.dtype
+    out = tmp_path / "all"
+    run("register", "--dataset", data, "--out", out)
+    assert (out / "registration.csv").read_text().count("\n") == 2
+    a, b = io.imread(out / lr.name), io.imread(out / hr.name)
+    assert a.data.shape == b.data.shape and (out / "qc" / "image_0_nucleus.png").exists()
+    res = run("register", "--dataset", data, "--out", out, check=False)
+    assert res.returncode == 2 and "--overwrite" in res.stderr
+
+
+def test_register_fiji_engine_without_fiji(tmp_path):
+    a = tmp_path / "a.tif"
+    io.imwrite(a, np.random.default_rng(0).random((64, 64)).astype(np.float32), io.ImageMeta(axes="YX"))
+    env_fiji = os.environ.pop("FMC_IJ_FIJI", None)
+    try:
+        res = run("register", a, a, "--out", tmp_path / "o", "--engine", "fiji", check=False)
+    finally:
+        if env_fiji:
+            os.environ["FMC_IJ_FIJI"] = env_fiji
+    assert res.returncode == 2 and "Fiji not found" in res.stderr and "NanoJ-Core" in res.stderr

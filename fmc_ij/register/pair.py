@@ -1,0 +1,241 @@
+"""Register one LR/HR pair (resample, global shift, elastic pyramid) and a whole dataset, with QC.
+
+The moving image is the cheap acquisition (LR); it is resampled onto the reference (HR) grid when the
+voxel sizes differ, then aligned: registered[p] = moving_on_hr_grid[p + field[:, p]].
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as _io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.register.elastic import LevelInfo, elastic_register, ncc, valid_region, warp
+from fmc_ij.register.shift import check_pair, estimate_shift
+
+
+@dataclass
+class RegistrationResult:
+    """A registered image with everything needed to judge and reuse the registration."""
+
+    registered: np.ndarray  # moving on the reference grid, aligned
+    field: np.ndarray  # (ndim, *shape) voxels, registered[p] = resampled_moving[p + field[:, p]]
+    shift: np.ndarray  # global part (voxels)
+    valid: np.ndarray  # bool overlap: voxels whose source lies inside the moving image
+    ncc_before: float
+    ncc_rigid: float
+    ncc_after: float
+    levels: list[LevelInfo] = field(default_factory=list)
+
+    def crop_box(self) -> tuple[slice, ...]:
+        """A large axis-aligned box inside the valid region: peel the worst face until no voxel is invalid."""
+        v = self.valid
+        lo, hi = [0] * v.ndim, list(v.shape)
+        while True:
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            sub = v[box]
+            if sub.size == 0:
+                raise FmcInputError("registration left no overlapping region; check that the pair shows one sample")
+            if sub.all():
+                return box
+            worst, which = -1.0, (0, 0)
+            for ax in range(v.ndim):
+                for side, idx in ((0, 0), (1, -1)):
+                    bad = 1.0 - float(np.take(sub, idx, axis=ax).mean())
+                    if bad > worst:
+                        worst, which = bad, (ax, side)
+            ax, side = which
+            if side == 0:
+                lo[ax] += 1
+            else:
+                hi[ax] -= 1
+
+
+def resample(image: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float], shape: Sequence[int]):
+    """Resample ``image`` (voxel size ``spacing``) onto a grid of ``shape`` with ``target_spacing``.
+
+    Voxel centres are aligned at the first voxel; trilinear (3D) or bicubic (2D) interpolation.
+    """
+    img = torch.as_tensor(np.asarray(image, np.float32))
+    nd = img.dim()
+    if all(abs(a - b) < 1e-9 for a, b in zip(spacing, target_spacing)) and tuple(img.shape) == tuple(shape):
+        return img.numpy()
+    coords = []
+    for ax in range(nd):
+        p = torch.arange(shape[ax], dtype=torch.float32) * (target_spacing[ax] / spacing[ax])
+        coords.append(p * 2.0 / max(img.shape[ax] - 1, 1) - 1.0)
+    grid = torch.stack(torch.meshgrid(*coords, indexing="ij")[::-1], -1)[None]
+    mode = "bicubic" if nd == 2 else "bilinear"
+    out = F.grid_sample(img[None, None], grid, mode=mode, padding_mode="border", align_corners=True)
+    return out[0, 0].numpy()
+
+
+def register_pair(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    *,
+    spacing_ref: Sequence[float] | None = None,
+    spacing_mov: Sequence[float] | None = None,
+    elastic: bool = True,
+    min_block: int = 64,
+    min_similarity: float = 0.5,
+    max_shift: float | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> RegistrationResult:
+    """Align ``moving`` (e.g. the single view, widefield) onto ``reference`` (the fused view, STED).
+
+    Parameters
+    ----------
+    reference, moving : ndarray
+        2D or 3D images; ``moving`` may have a different voxel size (give both spacings).
+    spacing_ref, spacing_mov : sequence of float, optional
+        Voxel sizes in the same unit; the moving image is resampled onto the reference grid.
+    elastic : bool
+        Run the pyramidal elastic step after the global shift.
+    min_block, min_similarity, max_shift
+        See :func:`fmc_ij.register.elastic.elastic_register` and :func:`estimate_shift`.
+    """
+    ref = np.asarray(reference, np.float32)
+    mov = np.asarray(moving, np.float32)
+    if spacing_ref is not None and spacing_mov is not None:
+        sr, sm = list(spacing_ref)[-ref.ndim :], list(spacing_mov)[-mov.ndim :]
+        mov = resample(mov, sm, sr, ref.shape)
+    check_pair(ref, mov)
+    g = estimate_shift(ref, mov, max_shift=max_shift, device=device)
+    shape = ref.shape
+    fld = np.broadcast_to(g.shift.reshape(-1, *[1] * ref.ndim), (ref.ndim, *shape)).astype(np.float32).copy()
+    rigid = warp(mov, fld).numpy()
+    levels: list[LevelInfo] = []
+    if elastic and min(shape[-2:]) >= 2 * min_block:
+        res = elastic_register(
+            ref, mov, init_field=fld, min_block=min_block, min_similarity=min_similarity, device=device,
+            progress=progress,
+        )  # fmt: skip
+        fld, levels = res.field, res.levels
+    registered = warp(mov, fld).numpy()
+    valid = valid_region(fld)
+    return RegistrationResult(
+        registered=registered,
+        field=fld,
+        shift=g.shift,
+        valid=valid,
+        ncc_before=ncc(ref, mov),
+        ncc_rigid=ncc(ref, rigid, valid),
+        ncc_after=ncc(ref, registered, valid),
+        levels=levels,
+    )
+
+
+def qc_figure(ref: np.ndarray, mov: np.ndarray, result: RegistrationResult, path: str | os.PathLike) -> Path:
+    """Before/after overlays (magenta = reference, green = moving) and a quiver plot of the field."""
+    from fmc_ij import report
+
+    plt = report.plt
+    sl = (ref.shape[0] // 2,) if ref.ndim == 3 else ()
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        lo, hi = np.percentile(x, (1, 99.7))
+        return np.clip((x - lo) / (hi - lo + 1e-12), 0, 1)
+
+    def overlay(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = norm(a), norm(b)
+        return np.stack([a, b, a], -1)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    axes[0].imshow(overlay(ref[sl], mov[sl]))
+    axes[0].set_title(f"before (NCC {result.ncc_before:.3f})")
+    axes[1].imshow(overlay(ref[sl], result.registered[sl]))
+    axes[1].set_title(f"after (NCC rigid {result.ncc_rigid:.3f}, elastic {result.ncc_after:.3f})")
+    f = result.field[(slice(None), *sl)][-2:] if ref.ndim == 3 else result.field
+    step = max(1, min(f.shape[1:]) // 16)
+    yy, xx = np.mgrid[0 : f.shape[1] : step, 0 : f.shape[2] : step]
+    mag = np.hypot(f[0], f[1])
+    axes[2].imshow(mag, cmap="viridis")
+    axes[2].quiver(xx, yy, f[1][::step, ::step], -f[0][::step, ::step], color="w", angles="xy")
+    axes[2].set_title(f"field |d| (max {mag.max():.2f} px)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return report.save_figure(fig, path)
+
+
+@dataclass
+class DatasetRow:
+    name: str
+    shift: list[float]
+    ncc_before: float
+    ncc_rigid: float
+    ncc_after: float
+    crop: list[list[int]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def register_dataset(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    low: str | None = None,
+    high: str | None = None,
+    elastic: bool = True,
+    min_block: int = 64,
+    min_similarity: float = 0.5,
+    overwrite: bool = False,
+) -> list[DatasetRow]:
+    """Register every pair of a dataset and write the registered pairs cropped to their common valid
+    region (same file names, metadata kept), the fields (``fields/NAME.npy``), a QC PNG per pair and
+    ``registration.csv``. The HR image is the reference; the LR image moves.
+    """
+    from fmc_ij.io import discover, imread, imwrite, read_manifest, write_manifest, write_text_atomic
+    from fmc_ij.io.atomic import atomic_path
+    from fmc_ij.progress import track
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FmcInputError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
+    pairs = discover(root, low=low, high=high)
+    rows: list[DatasetRow] = []
+    for pair in track(pairs, "register", total=len(pairs)):
+        lo, hi = imread(pair.low), imread(pair.high)
+        axes = hi.meta.axes
+        sr = [hi.meta.spacing.get(a, 1.0) for a in axes if a in "ZYX"]
+        sm = [lo.meta.spacing.get(a, 1.0) for a in lo.meta.axes if a in "ZYX"]
+        res = register_pair(hi.data, lo.data, spacing_ref=sr, spacing_mov=sm, elastic=elastic,
+                            min_block=min_block, min_similarity=min_similarity)  # fmt: skip
+        box = res.crop_box()
+        dtype = lo.data.dtype
+        reg = res.registered[box]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            reg = np.clip(np.round(reg), info.min, info.max)
+        lo_meta = dataclasses.replace(lo.meta, spacing=dict(hi.meta.spacing), axes=axes)
+        imwrite(out / pair.low.relative_to(root), reg.astype(dtype), lo_meta)
+        imwrite(out / pair.high.relative_to(root), hi.data[box], hi.meta)
+        with atomic_path(out / "fields" / f"{pair.name}.npy") as tmp:
+            np.save(tmp, res.field[(slice(None), *box)])
+        qc_figure(hi.data, resample(lo.data, sm, sr, hi.data.shape) if sm != sr else lo.data, res,
+                  out / "qc" / f"{pair.name}.png")  # fmt: skip
+        rows.append(DatasetRow(pair.name, [round(float(v), 4) for v in res.shift], res.ncc_before, res.ncc_rigid,
+                               res.ncc_after, [[s.start, s.stop] for s in box]))  # fmt: skip
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "shift", "ncc_before", "ncc_rigid", "ncc_after", "crop"])
+    for r in rows:
+        w.writerow([r.name, " ".join(map(str, r.shift)), f"{r.ncc_before:.5f}", f"{r.ncc_rigid:.5f}",
+                    f"{r.ncc_after:.5f}", " ".join(f"{a}:{b}" for a, b in r.crop)])  # fmt: skip
+    write_text_atomic(out / "registration.csv", buf.getvalue())
+    manifest = read_manifest(root)
+    globs = (low, high) if low and high else ((manifest["low"], manifest["high"]) if manifest else None)
+    if globs:
+        write_manifest(out, kind="registered", low=globs[0], high=globs[1])
+    return rows
