@@ -32,12 +32,15 @@ system-deps:
 	  echo "note: not root; install libij-java and xvfb to run the ImageJ tests"; \
 	fi
 
-# The main job on built-in synthetic data (simulate + inspect until `fmc-ij demo` lands).
+# The main job on built-in synthetic data, as far as it is built (simulate, inspect, register, score the
+# input-as-prediction baseline: N_SSIM 0 by definition) until `fmc-ij demo` lands.
 demo: $(STAMP)
 	$(BIN)/fmc-ij simulate --kind all --out $(DEMO_OUT)/data --overwrite
 	$(BIN)/fmc-ij info $(DEMO_OUT)/data/lightsheet
 	$(BIN)/fmc-ij info $(DEMO_OUT)/data/beads
 	$(BIN)/fmc-ij info $(DEMO_OUT)/data/filaments
+	$(BIN)/fmc-ij register --dataset $(DEMO_OUT)/data/lightsheet --out $(DEMO_OUT)/registered --overwrite
+	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/registered --gt $(DEMO_OUT)/registered --input $(DEMO_OUT)/registered --out $(DEMO_OUT)/eval-baseline --no-iou
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra

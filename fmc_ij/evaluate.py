@@ -66,7 +66,10 @@ def match_files(pred_dir: Path, gt_dir: Path, input_dir: Path) -> list[tuple[str
     for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt"), (input_dir, "--input")):
         if not d.is_dir():
             raise FmcInputError(f"{what} {d}: no such folder")
-    preds = sorted(p for p in pred_dir.iterdir() if TIF.search(p.name) and not p.name.startswith("."))
+    # ``*_fused`` files are targets, not predictions (a folder may hold both, e.g. a registered dataset).
+    preds = sorted(
+        p for p in pred_dir.iterdir() if TIF.search(p.name) and not p.name.startswith(".") and "_fused." not in p.name
+    )
     if not preds:
         raise FmcInputError(f"--pred {pred_dir}: no TIFF files; write predictions there with the inputs' names")
     out = []

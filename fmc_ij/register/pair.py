@@ -125,14 +125,20 @@ def register_pair(
         fld, levels = res.field, res.levels
     registered = warp(mov, fld).numpy()
     valid = valid_region(fld)
+    ncc_rigid, ncc_after = ncc(ref, rigid, valid), ncc(ref, registered, valid)
+    if levels and ncc_after < ncc_rigid:
+        # The pair holds no elastic misalignment the blocks can see (or the images differ too much): the
+        # elastic field would only fit noise, so keep the rigid result.
+        fld = np.broadcast_to(g.shift.reshape(-1, *[1] * ref.ndim), (ref.ndim, *shape)).astype(np.float32).copy()
+        registered, valid, ncc_after = rigid, valid_region(fld), ncc_rigid
     return RegistrationResult(
         registered=registered,
         field=fld,
         shift=g.shift,
         valid=valid,
         ncc_before=ncc(ref, mov),
-        ncc_rigid=ncc(ref, rigid, valid),
-        ncc_after=ncc(ref, registered, valid),
+        ncc_rigid=ncc_rigid,
+        ncc_after=ncc_after,
         levels=levels,
     )
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from fmc_ij.errors import FmcInputError
 
+BIN_ABOVE_VOXELS = 2**21  # the integer search runs on 2x-binned copies until below this
 MIN_PEAK_Z = 6.0  # independent images reach z ~ 3-4.5; real pairs, even at SNR 0.5, exceed 15
 
 
@@ -82,11 +83,32 @@ def _freqs(shape: tuple[int, ...], device, dtype) -> list[torch.Tensor]:
     return [torch.fft.fftfreq(n, device=device, dtype=dtype) for n in shape]
 
 
+def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16):
+    """Keep the frequency band holding ``keep`` of |P| per axis (plus everything below ``min_keep``).
+
+    Dropping the same high frequencies from both images is a symmetric filter: the peak position does not
+    move, and Newton steps get cheaper by the square (2D) or cube (3D) of the crop factor.
+    """
+    mag = P.abs().sum(0)
+    ks = []
+    for ax in range(nd):
+        n = P.shape[-nd + ax]
+        k = torch.fft.fftfreq(n, 1.0 / n, device=P.device).abs()
+        prof = mag.sum(tuple(a for a in range(nd) if a != ax))
+        order = torch.argsort(k)
+        cum = torch.cumsum(prof[order], 0) / prof.sum().clamp_min(1e-30)
+        cut = int(torch.searchsorted(cum, torch.tensor(keep, device=P.device, dtype=cum.dtype)))
+        kc = max(float(k[order[min(cut, n - 1)]]), float(min(min_keep, n // 2)))
+        idx = torch.nonzero(k <= kc).flatten()
+        P = P.index_select(P.dim() - nd + ax, idx)
+        ks.append(torch.fft.fftfreq(n, device=P.device, dtype=torch.float64)[idx])
+    return P, ks
+
+
 def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8) -> torch.Tensor:
     """Newton ascent of c(s) = Re sum_k P_k e^{2 pi i k.s} from the integer peak ``s0`` (batch, nd)."""
     nd = s0.shape[-1]
-    shape = P.shape[-nd:]
-    ks = _freqs(shape, P.device, torch.float64)
+    P, ks = _lowpass(P, nd)
     s = s0.clone().to(torch.float64)
     P = P.to(torch.complex128)
     for _ in range(iters):
@@ -118,29 +140,69 @@ def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8) -> torch.Tensor:
 
 
 def _refine_on_overlap(
-    r: torch.Tensor, m: torch.Tensor, s0: torch.Tensor, window: float, max_iter: int = 12, tol: float = 2e-4
+    r: torch.Tensor,
+    m: torch.Tensor,
+    s0: torch.Tensor,
+    window: float,
+    *,
+    search: int = 0,
+    max_voxels: int = 2**20,
+    max_iter: int = 6,
+    tol: float = 1e-4,
 ) -> torch.Tensor:
-    """Second stage: crop both images to their overlap at the integer shift, refine the sub-pixel rest."""
+    """Second stage: crop both images to their overlap at the integer shift, refine the sub-pixel rest.
+
+    The overlap is cut to its central ``max_voxels`` (plenty for 1e-3 px), the integer peak is re-searched
+    within ``search`` voxels (after a binned first stage), and the bias of windowed correlation, which is
+    proportional to the residual, is removed by resampling the moving crop and Aitken extrapolation.
+    """
     nd = r.dim()
     ints = [int(v) for v in s0.round().tolist()]
     sl_r, sl_m = [], []
+    side = max(8, int(round(max_voxels ** (1.0 / nd))))
     for n, k in zip(r.shape, ints):
-        if n - abs(k) < 8:
+        size = n - abs(k)
+        if size < 8 + 2 * search:
             raise FmcInputError(f"registration: shift {k} leaves no usable overlap on an axis of {n} voxels")
-        sl_r.append(slice(max(0, -k), n - max(0, k)))
-        sl_m.append(slice(max(0, k), n - max(0, -k)))
-    rc, mc = r[tuple(sl_r)], m[tuple(sl_m)]
-    rw = _prepare(rc[None], nd, window)
+        # Central part of the overlap, at most ``side`` long, with ``search`` voxels of slack on the moving side.
+        use = min(size - 2 * search, side)
+        a0 = max(0, -k) + (size - use) // 2
+        sl_r.append(slice(a0, a0 + use))
+        sl_m.append(slice(a0 + k - search, a0 + k + use + search))
+    rc, mc_full = r[tuple(sl_r)], m[tuple(sl_m)]
     dims = tuple(range(-nd, 0))
-    fr = torch.conj(torch.fft.fftn(rw, dim=dims))
+    inner = tuple(slice(search, search + n) for n in rc.shape)
+    fr = torch.conj(torch.fft.fftn(_prepare(rc[None], nd, window), dim=dims))
+    base = torch.zeros(1, nd, dtype=torch.float64, device=r.device)
+    if search:
+        # Integer re-search at full resolution: correlate the reference crop inside the larger moving crop.
+        pad = [0] * (2 * nd)
+        for ax in range(nd):
+            pad[2 * (nd - 1 - ax) + 1] = 2 * search
+        rp = F.pad(_prepare(rc[None], nd, window), pad)
+        cc = torch.fft.ifftn(
+            torch.conj(torch.fft.fftn(rp, dim=dims)) * torch.fft.fftn(mc_full[None] - mc_full.mean(), dim=dims),
+            dim=dims,
+        ).real[0]
+        cc = cc[tuple(slice(0, 2 * search + 1) for _ in range(nd))]
+        idx = torch.stack(torch.unravel_index(torch.argmax(cc), cc.shape))
+        base = (idx.to(torch.float64) - search)[None]
+    ints = [i + int(b) for i, b in zip(ints, base[0].tolist())]
     frac = torch.zeros(1, nd, dtype=torch.float64, device=r.device)
-    # Both images windowed: the estimator is unbiased at zero lag but pulled towards it in proportion to
-    # the lag. Resampling the moving overlap by the running estimate drives the lag, and the bias, to 0.
+    steps: list[torch.Tensor] = []
     for _ in range(max_iter):
-        mw = fourier_shift(mc, frac[0]) if bool(frac.abs().max() > 0) else mc
-        mw = _prepare(mw[None], nd, window)
-        res = _refine(fr * torch.fft.fftn(mw, dim=dims), torch.zeros_like(frac))
-        frac = frac + res
+        mw = fourier_shift(mc_full, base[0] + frac[0])[inner]
+        res = _refine(fr * torch.fft.fftn(_prepare(mw[None], nd, window), dim=dims), torch.zeros_like(frac))
+        steps.append(res)
+        if len(steps) == 2:
+            # Estimates are (1 - beta) x the true residual: two of them give beta (Aitken), per axis.
+            r1, r2 = steps
+            denom = r1 - r2
+            ok = denom.abs() > 1e-9
+            jump = torch.where(ok, r1 * r1 / torch.where(ok, denom, torch.ones_like(denom)), r1 + r2)
+            frac = frac - r1 + jump.clamp(-1.0, 1.0)
+        else:
+            frac = frac + res
         if float(res.abs().max()) < tol:
             break
     return frac[0] + torch.tensor(ints, dtype=torch.float64, device=r.device)
@@ -203,6 +265,14 @@ def estimate_shift(
     batched = r.dim() > nd
     r = r.to(dev, torch.float32).reshape(-1, *r.shape[-nd:])
     m = m.to(dev, torch.float32).reshape(-1, *m.shape[-nd:])
+    full_r, full_m = r, m
+    factor = 1
+    if not batched:
+        # The integer peak does not need full resolution: bin large images (the overlap stage re-searches).
+        while int(np.prod(r.shape[-nd:])) > BIN_ABOVE_VOXELS and min(r.shape[-nd:]) >= 64:
+            pool = F.avg_pool3d if nd == 3 else F.avg_pool2d
+            r, m = pool(r[:, None], 2)[:, 0], pool(m[:, None], 2)[:, 0]
+            factor *= 2
     shape = tuple(r.shape[-nd:])
     rw, mw = _prepare(r, nd, window), _prepare(m, nd, window)
     dims = tuple(range(-nd, 0))
@@ -216,14 +286,16 @@ def estimate_shift(
         grids = torch.meshgrid(*lag, indexing="ij")
         far = torch.zeros(shape, dtype=torch.bool, device=dev)
         for g in grids:
-            far |= g.abs() > max_shift
+            far |= g.abs() > max_shift / factor
         cc = cc.masked_fill(far, -torch.inf)
     flat = cc.reshape(cc.shape[0], -1)
     peak_val, idx = flat.max(-1)
-    finite = torch.where(torch.isfinite(flat), flat, torch.nan)
-    med = finite.nanmedian(-1).values
-    mad = (finite - med[:, None]).abs().nanmedian(-1).values * 1.4826
-    z = ((peak_val - med) / mad.clamp_min(1e-30)).cpu().numpy()
+    finite = torch.isfinite(flat)
+    vals = torch.where(finite, flat, 0.0)
+    cnt = finite.sum(-1).clamp_min(1)
+    mean = vals.sum(-1) / cnt
+    spread = torch.sqrt((torch.where(finite, flat - mean[:, None], 0.0) ** 2).sum(-1) / cnt)
+    z = ((peak_val - mean) / spread.clamp_min(1e-30)).cpu().numpy()
     if not batched and z[0] < MIN_PEAK_Z:
         raise FmcInputError(
             f"registration: no significant cross-correlation peak (z = {z[0]:.1f} < {MIN_PEAK_Z}); the images share "
@@ -233,7 +305,7 @@ def estimate_shift(
     sizes = torch.tensor(shape, dtype=torch.float64, device=dev)
     s0 = torch.where(coords > sizes / 2, coords - sizes, coords)
     if subpixel and not batched:
-        s = _refine_on_overlap(r[0], m[0], s0[0], window).unsqueeze(0)
+        s = _refine_on_overlap(full_r[0], full_m[0], s0[0] * factor, window, search=factor).unsqueeze(0)
     elif subpixel:
         s = _refine(P, s0)
     else:
