@@ -331,6 +331,45 @@ def register(
     )
 
 
+@app.command()
+def squirrel(
+    reference: Path = typer.Argument(..., help="Diffraction-limited reference (2D, or ZYX with --per-slice)."),
+    image: Path = typer.Argument(..., help="Reconstruction(s): 2D, a stack of frames, or ZYX with --per-slice."),
+    out: Path = typer.Option(..., help="Output folder."),
+    method: str = typer.Option("nanoj", help="nanoj (NanoJ's numbers and quirks) or binned (block means)."),
+    rsf: float = typer.Option(None, help="Hold the RSF sigma (reference px) instead of optimising it."),
+    per_slice: bool = typer.Option(False, help="Analyse ZYX volumes plane by plane."),
+    engine: str = typer.Option("native", help="native, or fiji (NanoJ-SQUIRREL in your Fiji)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Skip NanoJ's registration step."),
+) -> None:
+    """NanoJ-SQUIRREL error map, RSF sigma, alpha, beta, RSE and RSP; TIFF map, PNG heatmap, JSON and CSV."""
+    from fmc_ij.io import imread
+    from fmc_ij.squirrel.report import write_outputs
+
+    if method not in ("nanoj", "binned"):
+        raise FmcInputError(f"--method {method!r}: use nanoj or binned")
+    if engine == "fiji":
+        from fmc_ij.fiji import find_fiji
+
+        find_fiji()  # a one-line install hint when Fiji is missing
+        raise FmcInputError("--engine fiji for SQUIRREL needs the Fiji bridge (issue 9); use --engine native")
+    if engine != "native":
+        raise FmcInputError(f"--engine {engine!r}: use native or fiji")
+    from fmc_ij.squirrel import error_map, error_map_per_slice
+
+    ref, img = imread(reference).data, imread(image).data
+    kw = {"rsf": rsf, "method": method, "register": not no_register}
+    results = error_map_per_slice(ref, img, **kw) if per_slice else error_map(ref, img, **kw)
+    rows = write_outputs(results, out, stem=image.name.split(".")[0], per_slice=per_slice)
+    t = Table(title=f"SQUIRREL ({method}) -> {out}")
+    for col in ("frame" if not per_slice else "z", "sigma (ref px)", "alpha", "beta", "RSE", "RSP"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["index"]), f"{r['sigma']:.4f}", f"{r['alpha']:.4g}", f"{r['beta']:.4g}", f"{r['rse']:.4g}",
+                  f"{r['rsp']:.4f}")  # fmt: skip
+    _out.print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps input errors to exit code 2 with one line on stderr."""
     import click

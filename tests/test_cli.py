@@ -33,7 +33,7 @@ def dataset(tmp_path_factory):
 
 def test_help_for_every_command():
     top = run("--help").stdout
-    for cmd in ("simulate", "info", "evaluate", "register"):
+    for cmd in ("simulate", "info", "evaluate", "register", "squirrel"):
         assert cmd in top
         assert "Usage" in run(cmd, "--help").stdout
     assert run("--version").stdout.startswith("fmc-ij ")
@@ -205,3 +205,26 @@ def test_register_fiji_engine_without_fiji(tmp_path):
         if env_fiji:
             os.environ["FMC_IJ_FIJI"] = env_fiji
     assert res.returncode == 2 and "Fiji not found" in res.stderr and "NanoJ-Core" in res.stderr
+
+
+def test_squirrel_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    img = ndimage_blur(rng.random((96, 96)).astype(np.float32) * 100, 1.0)
+    ref = img.reshape(48, 2, 48, 2).mean((1, 3))
+    io.imwrite(tmp_path / "ref.tif", ref.astype(np.float32), io.ImageMeta(axes="YX"))
+    io.imwrite(tmp_path / "img.tif", img, io.ImageMeta(axes="YX"))
+    res = run("squirrel", tmp_path / "ref.tif", tmp_path / "img.tif", "--out", tmp_path / "sq", "--method", "binned")
+    assert "RSE" in res.stdout
+    rows = json.loads((tmp_path / "sq" / "img_squirrel.json").read_text())
+    assert rows[0]["rsp"] > 0.9 and rows[0]["magnification"] == 2
+    for f in ("img_errormap.tif", "img_errormap.png", "img_squirrel.csv"):
+        assert (tmp_path / "sq" / f).stat().st_size > 100
+    io.imwrite(tmp_path / "bad.tif", np.ones((50, 50), np.float32), io.ImageMeta(axes="YX"))
+    bad = run("squirrel", tmp_path / "ref.tif", tmp_path / "bad.tif", "--out", tmp_path / "sq2", check=False)
+    assert bad.returncode == 2 and "SQUIRREL" in bad.stderr
+
+
+def ndimage_blur(x, s):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(x, s)

@@ -1,0 +1,124 @@
+"""SQUIRREL vs NanoJ's own figures on the real Figure-3 data, known-sigma pairs, ImageJ ops, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.io import imread
+from fmc_ij.squirrel import error_map, error_map_per_slice, fuse, rsf_kernel_1d
+from fmc_ij.squirrel import ij_ops as ij
+
+FIG3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "squirrel-fig3"
+needs_fig3 = pytest.mark.skipif(not FIG3.is_dir(), reason=f"NanoJ Figure-3 data not found at {FIG3}")
+
+
+@pytest.fixture(scope="module")
+def fig3():
+    return imread(FIG3 / "widefield_reference.tif").data, imread(FIG3 / "super_resolution_stack.tif").data
+
+
+@needs_fig3
+def test_fig3_sigma_held_matches_nanoj(fig3):
+    ref, sr = fig3
+    r = error_map(ref, sr[0], rsf=2.0)[0]
+    for got, want in ((r.alpha, 1.49791), (r.beta, 1870.12), (r.rse, 34.12404), (r.rsp, 0.865659)):
+        assert got == pytest.approx(want, rel=1e-3)
+    assert r.shift == pytest.approx((-0.4273, -0.7993), abs=2e-3) and r.crop == (-1, -1)
+
+
+@needs_fig3
+def test_fig3_full_optimisation_matches_nanoj(fig3):
+    ref, sr = fig3
+    want = [
+        (2.0000, 1.4977, 1870.1, 34.12, 0.8657),
+        (2.0765, 6.0591, 1949.2, 29.26, 0.9032),
+        (2.6000, 0.1281, 1953.9, 43.73, 0.7671),
+    ]
+    for r, w in zip(error_map(ref, sr), want):
+        assert (r.sigma, r.alpha, r.beta, r.rse, r.rsp) == pytest.approx(w, rel=5e-3)
+
+
+def synthetic(n_ref, m, sigma, rng, noise=0.01):
+    h = n_ref * m
+    img = np.zeros((h, h))
+    idx = rng.integers(0, h, (n_ref * 6, 2))
+    img[idx[:, 0], idx[:, 1]] = rng.random(len(idx)) * 100
+    img = ndimage.gaussian_filter(img, 0.7) + ndimage.gaussian_filter(rng.random((h, h)), 4) * 20
+    k = rsf_kernel_1d(float(np.float32(sigma * m)))
+    conv = ndimage.correlate1d(ndimage.correlate1d(2.0 * img + 50, k, 0, mode="nearest"), k, 1, mode="nearest")
+    ref = conv.reshape(n_ref, m, n_ref, m).mean((1, 3))
+    return ref + rng.normal(0, noise * ref.std(), ref.shape), img
+
+
+@pytest.mark.parametrize("m,sigma", [(4, 1.7), (2, 2.3), (1, 1.4)])
+@pytest.mark.parametrize("method", ["binned", "nanoj"])
+def test_known_sigma_recovered(m, sigma, method):
+    ref, img = synthetic(48, m, sigma, np.random.default_rng(m))
+    r = error_map(ref, img, method=method, register=False)[0]
+    assert r.sigma == pytest.approx(sigma, rel=0.02)
+    assert r.alpha == pytest.approx(2.0, rel=0.02)
+
+
+def test_per_slice_3d_and_fusion():
+    rng = np.random.default_rng(9)
+    pairs = [synthetic(32, 2, s, rng) for s in (1.5, 2.5)]
+    ref = np.stack([p[0] for p in pairs])
+    img = np.stack([p[1] for p in pairs])
+    res = error_map_per_slice(ref, img, method="binned", register=False)
+    assert [r.sigma for r in res] == pytest.approx([1.5, 2.5], rel=0.02)
+    a, b = np.ones((8, 8)), np.full((8, 8), 3.0)
+    ea, eb = np.full((8, 8), 1.0), np.full((8, 8), 3.0)
+    # Error 3x higher -> weight 3x lower: (3*1 + 1*3) / (3 + 1) = 1.5
+    np.testing.assert_allclose(fuse([a, b], [ea, eb]), 1.5)
+
+
+@pytest.mark.imagej
+def test_imagej_ops_against_imagej(tmp_path):
+    """Gaussian blur (incl. the downscaled path above sigma 8.5), bicubic resize and translate equal ImageJ 1's."""
+    import tifffile
+
+    from fmc_ij.fiji import run_imagej1_macro
+
+    a = (np.random.default_rng(0).random((40, 50)) * 1000).astype(np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    macro = tmp_path / "m.ijm"
+    macro.write_text(
+        "\n".join(
+            f'open("{tmp_path}/a.tif"); {cmd}; saveAs("Tiff", "{tmp_path}/{name}.tif"); close();'
+            for name, cmd in (
+                ("b10", 'run("Gaussian Blur...", "sigma=10")'),
+                ("b2", 'run("Gaussian Blur...", "sigma=2.5")'),
+                ("up", 'run("Size...", "width=200 height=160 depth=1 interpolation=Bicubic")'),
+                ("tr", 'run("Translate...", "x=-0.4273 y=-0.7993 interpolation=Bicubic")'),
+            )
+        )
+    )
+    run_imagej1_macro(macro)
+    x = a.astype(np.float64)
+    pairs = {
+        "b10": ij.gaussian_blur(x, 10),
+        "b2": ij.gaussian_blur(x, 2.5),
+        "up": ij.resize_bicubic_up(x, 4),
+        "tr": ij.translate_bicubic(x, -0.4273, -0.7993),
+    }
+    for name, ours in pairs.items():
+        theirs = tifffile.imread(tmp_path / f"{name}.tif")
+        assert np.abs(ours - theirs).max() < 1e-3, name
+
+
+@pytest.mark.parametrize(
+    "ref,img,needle",
+    [
+        (np.ones((20, 20)), np.random.default_rng(0).random((50, 50)), "constant"),
+        (np.random.default_rng(0).random((20, 20)), np.random.default_rng(1).random((50, 50)), "integer multiple"),
+        (np.random.default_rng(0).random((20, 20)), np.random.default_rng(1).random((60, 40)), "aspect ratios"),
+    ],
+)
+def test_bad_input(ref, img, needle):
+    with pytest.raises(FmcInputError, match=needle):
+        error_map(ref, img)
