@@ -358,6 +358,20 @@ def squirrel(
     from fmc_ij.squirrel import error_map, error_map_per_slice
 
     ref, img = imread(reference).data, imread(image).data
+    if ref.ndim == 3 and not per_slice:
+        from fmc_ij.squirrel import error_map_3d
+
+        v = error_map_3d(ref, img)
+        from fmc_ij.io import ImageMeta, imwrite, write_text_atomic
+
+        imwrite(out / f"{image.name.split('.')[0]}_errormap.tif", v.error_map, ImageMeta(axes="ZYX"))
+        summary = {k: getattr(v, k) for k in ("sigma_z", "sigma_xy", "alpha", "beta", "rse", "rsp")}
+        write_text_atomic(out / f"{image.name.split('.')[0]}_squirrel.json", json.dumps(summary, indent=2) + "\n")
+        _out.print(
+            f"3D anisotropic RSF: sigma_z {v.sigma_z:.4f}, sigma_xy {v.sigma_xy:.4f} ref px; alpha {v.alpha:.4g}, "
+            f"beta {v.beta:.4g}; RSE {v.rse:.4g}, RSP {v.rsp:.4f}"
+        )
+        return
     kw = {"rsf": rsf, "method": method, "register": not no_register}
     results = error_map_per_slice(ref, img, **kw) if per_slice else error_map(ref, img, **kw)
     rows = write_outputs(results, out, stem=image.name.split(".")[0], per_slice=per_slice)

@@ -122,3 +122,21 @@ def test_imagej_ops_against_imagej(tmp_path):
 def test_bad_input(ref, img, needle):
     with pytest.raises(FmcInputError, match=needle):
         error_map(ref, img)
+
+
+def test_anisotropic_3d_sigmas_recovered():
+    from fmc_ij.squirrel import error_map_3d
+
+    rng = np.random.default_rng(0)
+    sz, sxy, m = 2.5, 1.5, 2
+    img = np.zeros((16, 32 * m, 32 * m))
+    idx = tuple(rng.integers(0, n, 400) for n in img.shape)
+    img[idx] = rng.random(400) * 100
+    img = ndimage.gaussian_filter(img, 0.7) + ndimage.gaussian_filter(rng.random(img.shape), 3) * 20
+    c = ndimage.correlate1d(2 * img + 50, rsf_kernel_1d(float(np.float32(sz))), 0, mode="nearest")
+    kxy = rsf_kernel_1d(float(np.float32(sxy * m)))
+    c = ndimage.correlate1d(ndimage.correlate1d(c, kxy, 1, mode="nearest"), kxy, 2, mode="nearest")
+    ref = c.reshape(16, 1, 32, m, 32, m).mean((1, 3, 5))
+    r = error_map_3d(ref + rng.normal(0, 0.01 * ref.std(), ref.shape), img)
+    assert r.sigma_z == pytest.approx(sz, rel=0.02) and r.sigma_xy == pytest.approx(sxy, rel=0.02)
+    assert r.magnification == (1, 2, 2) and r.error_map.shape == img.shape
