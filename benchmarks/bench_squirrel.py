@@ -42,6 +42,7 @@ def main() -> None:
             case = f"{n_ref * m}x{n_ref * m} vs {n_ref}x{n_ref} (m={m})"
             print(f"{case:34s} {method:7s} {dt:7.2f} {r.sigma:8.4f} {sigma:6.2f}")
     fig3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "squirrel-fig3"
+    fig3 = fig3 if fig3.is_dir() else Path("/work/shared/data/squirrel-fig3")
     if fig3.is_dir():
         from fmc_ij.io import imread
 

@@ -349,10 +349,14 @@ def squirrel(
     if method not in ("nanoj", "binned"):
         raise FmcInputError(f"--method {method!r}: use nanoj or binned")
     if engine == "fiji":
-        from fmc_ij.fiji import find_fiji
+        from fmc_ij.fiji import run_nanoj_squirrel
+        from fmc_ij.io import write_text_atomic
 
-        find_fiji()  # a one-line install hint when Fiji is missing
-        raise FmcInputError("--engine fiji for SQUIRREL needs the Fiji bridge (issue 9); use --engine native")
+        rows = run_nanoj_squirrel(reference, image, out)
+        write_text_atomic(out / f"{image.name.split('.')[0]}_squirrel_fiji.json", json.dumps(rows, indent=2) + "\n")
+        for r in rows:
+            _out.print(f"NanoJ frame {r['frame']}: RSE {r['rse']:.6g}, RSP {r['rsp']:.6g}")
+        return
     if engine != "native":
         raise FmcInputError(f"--engine {engine!r}: use native or fiji")
     from fmc_ij.squirrel import error_map, error_map_per_slice

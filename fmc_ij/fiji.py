@@ -125,11 +125,67 @@ def nanoj_register_channels_options(blocks: int = 5, min_similarity: float = 0.5
     return f"reference=1 number=2 max={max_shift} blocks={blocks} min={min_similarity:g} gaussian=0 apply"
 
 
-def fiji_executable(fiji: Path) -> Path:
+def fiji_command(fiji: Path, macro: Path, argument: str) -> list[str]:
+    """How to run a macro file in this Fiji: its launcher (headless), or its ij.jar with its plugins under Xvfb."""
     for name in ("ImageJ-linux64", "fiji-linux-x64", "ImageJ-macosx", "fiji"):
         if (fiji / name).is_file():
-            return fiji / name
-    raise ImageJNotFound(f"no Fiji launcher in {fiji}; reinstall Fiji")
+            return [str(fiji / name), "--ij2", "--headless", "--console", "-macro", str(macro), argument]
+    jars = sorted((fiji / "jars").glob("ij*.jar"))
+    if not jars:
+        raise ImageJNotFound(f"no Fiji launcher and no jars/ij*.jar in {fiji}; reinstall Fiji")
+    cmd = [find_java(), "-Xmx4g", f"-Dplugins.dir={fiji}", "-jar", str(jars[-1]), "-batch", str(macro), argument]
+    if not os.environ.get("DISPLAY"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb is None:
+            raise ImageJNotFound("no display and no Xvfb: install xvfb (apt-get install xvfb) or set DISPLAY")
+        cmd = [xvfb, "-a", "-s", "-screen 0 1280x1024x24", *cmd]
+    return cmd
+
+
+def run_fiji_macro(macro: Path, argument: str, *, timeout: float = 600.0, what: str = "Fiji macro") -> str:
+    """Run a shipped macro in the user's Fiji; one-line error with the last message on failure."""
+    cmd = fiji_command(find_fiji(), macro, argument)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise FmcInputError(f"{what} timed out after {timeout:g} s (a dialog may be waiting in Fiji)") from None
+    if res.returncode != 0 or "Macro Error" in res.stdout:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise FmcInputError(f"{what} failed: {tail[0]}")
+    return res.stdout
+
+
+def find_squirrel(fiji: Path | None = None) -> Path:
+    """The NanoJ-SQUIRREL jar inside Fiji, or a one-line error saying how to install it."""
+    fiji = fiji or find_fiji()
+    jars = sorted(fiji.glob("plugins/**/*SQUIRREL*.jar")) + sorted(fiji.glob("jars/**/*SQUIRREL*.jar"))
+    if not jars:
+        raise ImageJNotFound(
+            f"NanoJ-SQUIRREL is not installed in {fiji}: Help > Update... > Manage update sites > tick "
+            "'NanoJ-SQUIRREL' > Apply, then restart Fiji"
+        )
+    return jars[0]
+
+
+def run_nanoj_squirrel(reference: str | Path, image: str | Path, out_dir: str | Path, *, max_mag: int = 5):
+    """NanoJ-SQUIRREL's *Calculate Error-Map, RSE and RSP* in the user's Fiji.
+
+    Returns one dict per frame (``frame``, ``rsp``, ``rse``) parsed from the results table, and leaves
+    ``errormap.tif`` and ``squirrel_results.csv`` in ``out_dir``.
+    """
+    find_squirrel()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    arg = f"reference=[{Path(reference).resolve()}] image=[{Path(image).resolve()}] out=[{out}] max={max_mag}"
+    run_fiji_macro(macro_path("fmc_squirrel.ijm"), arg, what="NanoJ-SQUIRREL in Fiji")
+    table = out / "squirrel_results.csv"
+    if not table.is_file():
+        raise FmcInputError("NanoJ-SQUIRREL in Fiji produced no results table; run it once by hand to check the setup")
+    rows = []
+    for line in table.read_text().splitlines()[1:]:
+        frame, rsp, rse = line.split(",")
+        rows.append({"frame": int(frame), "rsp": float(rsp), "rse": float(rse)})
+    return rows
 
 
 def run_nanoj_register(
@@ -153,11 +209,8 @@ def run_nanoj_register(
         f"reference=[{Path(reference).resolve()}] moving=[{Path(moving).resolve()}] out=[{out.resolve()}] "
         f"options=[{nanoj_register_channels_options(blocks, min_similarity)}]"
     )
-    cmd = [str(fiji_executable(fiji)), "--ij2", "--headless", "--console", "-macro",
-           str(macro_path("fmc_nanoj_register.ijm")), arg]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    run_fiji_macro(macro_path("fmc_nanoj_register.ijm"), arg, timeout=timeout, what="NanoJ registration in Fiji")
     target = out / "registered.tif"
-    if res.returncode != 0 or not target.is_file():
-        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise FmcInputError(f"NanoJ registration in Fiji failed: {tail[0]}")
+    if not target.is_file():
+        raise FmcInputError("NanoJ registration in Fiji wrote no registered image; run it once by hand to check")
     return target

@@ -13,7 +13,19 @@ from fmc_ij.io import imread
 from fmc_ij.squirrel import error_map, error_map_per_slice, fuse, rsf_kernel_1d
 from fmc_ij.squirrel import ij_ops as ij
 
-FIG3 = Path(__file__).resolve().parents[2] / "shared" / "data" / "squirrel-fig3"
+
+def _find_fig3() -> Path:
+    """NanoJ's Figure-3 data (GPL, not copied into this repo): $FMC_IJ_SQUIRREL_DATA, ../shared, /work/shared."""
+    import os
+
+    env = os.environ.get("FMC_IJ_SQUIRREL_DATA")
+    cands = [Path(env)] if env else []
+    cands += [Path(__file__).resolve().parents[2] / "shared" / "data" / "squirrel-fig3"]
+    cands += [Path("/work/shared/data/squirrel-fig3")]
+    return next((c for c in cands if (c / "widefield_reference.tif").is_file()), cands[-1])
+
+
+FIG3 = _find_fig3()
 needs_fig3 = pytest.mark.skipif(not FIG3.is_dir(), reason=f"NanoJ Figure-3 data not found at {FIG3}")
 
 
@@ -140,3 +152,52 @@ def test_anisotropic_3d_sigmas_recovered():
     r = error_map_3d(ref + rng.normal(0, 0.01 * ref.std(), ref.shape), img)
     assert r.sigma_z == pytest.approx(sz, rel=0.02) and r.sigma_xy == pytest.approx(sxy, rel=0.02)
     assert r.magnification == (1, 2, 2) and r.error_map.shape == img.shape
+
+
+@pytest.fixture(scope="module")
+def fake_fiji(tmp_path_factory):
+    """A Fiji-shaped folder: Debian's ij.jar in jars/, the compiled SQUIRREL stand-in in plugins/."""
+    import shutil
+    import subprocess
+
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        pytest.skip("javac/jar not available")
+    from fmc_ij.fiji import find_ij_jar
+
+    ij_jar = find_ij_jar()
+    root = tmp_path_factory.mktemp("fiji") / "Fiji.app"
+    build = root.parent / "build"
+    for d in (root / "plugins", root / "jars", build):
+        d.mkdir(parents=True)
+    shutil.copy(ij_jar, root / "jars" / "ij.jar")
+    src = Path(__file__).parent / "stubs" / "ErrorMapStub.java"
+    subprocess.run([javac, "-cp", str(ij_jar), "-d", str(build), str(src)], check=True, timeout=120)
+    (build / "plugins.config").write_text('Plugins>NanoJ-SQUIRREL, "Calculate Error-Map, RSE and RSP", ErrorMapStub\n')
+    subprocess.run([jar, "cf", str(root / "plugins" / "NanoJ_SQUIRREL_stub.jar"), "-C", str(build), "."], check=True)
+    return root
+
+
+@pytest.mark.imagej
+def test_fiji_engine_contract(fake_fiji, tmp_path, monkeypatch):
+    """Our macro string goes through ImageJ 1's real option parsing; the results table comes back parsed."""
+    import tifffile
+
+    from fmc_ij.fiji import run_nanoj_squirrel
+
+    tifffile.imwrite(tmp_path / "wf.tif", np.random.default_rng(0).random((20, 20)).astype(np.float32))
+    tifffile.imwrite(tmp_path / "sr.tif", np.random.default_rng(1).random((100, 100)).astype(np.float32))
+    monkeypatch.setenv("FMC_IJ_FIJI", str(fake_fiji))
+    rows = run_nanoj_squirrel(tmp_path / "wf.tif", tmp_path / "sr.tif", tmp_path / "out")
+    assert rows == [{"frame": 1, "rsp": pytest.approx(0.865659), "rse": pytest.approx(34.12404)}]
+    assert (tmp_path / "out" / "errormap.tif").is_file()
+
+
+def test_fiji_engine_without_squirrel(tmp_path, monkeypatch):
+    from fmc_ij.fiji import run_nanoj_squirrel
+
+    (tmp_path / "Fiji.app" / "plugins").mkdir(parents=True)
+    (tmp_path / "Fiji.app" / "jars").mkdir()
+    monkeypatch.setenv("FMC_IJ_FIJI", str(tmp_path / "Fiji.app"))
+    with pytest.raises(FmcInputError, match="NanoJ-SQUIRREL is not installed"):
+        run_nanoj_squirrel(tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "o")

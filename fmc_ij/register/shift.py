@@ -111,6 +111,7 @@ def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8) -> torch.Tensor:
     P, ks = _lowpass(P, nd)
     s = s0.clone().to(torch.float64)
     P = P.to(torch.complex128)
+    iters = iters if P.shape[0] == 1 else min(iters, 5)
     for _ in range(iters):
         # e_a[b, n] = exp(2 pi i k_a s_a); derivative factors (2 pi i k_a)^m
         e = [torch.exp(2j * math.pi * k[None, :] * s[:, a : a + 1]) for a, k in enumerate(ks)]
@@ -118,16 +119,22 @@ def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8) -> torch.Tensor:
 
         def contract(mults: list[int], e=e, d=d) -> torch.Tensor:
             vecs = [e[a] * d[a] ** m for a, m in enumerate(mults)]
-            if nd == 2:
-                return torch.einsum("bij,bi,bj->b", P, *vecs).real
             return torch.einsum("bijk,bi,bj,bk->b", P, *vecs).real
 
-        grad = torch.stack([contract([int(a == i) for a in range(nd)]) for i in range(nd)], -1)
-        hess = torch.empty(s.shape[0], nd, nd, dtype=torch.float64, device=s.device)
-        for i in range(nd):
-            for j in range(i, nd):
-                m = [int(a == i) + int(a == j) for a in range(nd)]
-                hess[:, i, j] = hess[:, j, i] = contract(m)
+        if nd == 2:
+            # One batched mat-mat product gives every needed contraction: Q = P [e_x, d e_x, d^2 e_x].
+            vx = torch.stack([e[1] * d[1] ** m for m in range(3)], -1)  # (b, nx, 3)
+            vy = torch.stack([e[0] * d[0] ** m for m in range(3)], -1)  # (b, ny, 3)
+            c = torch.einsum("biq,bij,bjp->bqp", vy, P, vx).real  # c[:, my, mx]
+            grad = torch.stack([c[:, 1, 0], c[:, 0, 1]], -1)
+            hess = torch.stack([c[:, 2, 0], c[:, 1, 1], c[:, 1, 1], c[:, 0, 2]], -1).reshape(-1, 2, 2)
+        else:
+            grad = torch.stack([contract([int(a == i) for a in range(nd)]) for i in range(nd)], -1)
+            hess = torch.empty(s.shape[0], nd, nd, dtype=torch.float64, device=s.device)
+            for i in range(nd):
+                for j in range(i, nd):
+                    m = [int(a == i) + int(a == j) for a in range(nd)]
+                    hess[:, i, j] = hess[:, j, i] = contract(m)
         # Newton step on a concave peak; fall back to a tiny gradient step where the Hessian is not negative.
         step = -torch.linalg.solve(hess, grad.unsqueeze(-1)).squeeze(-1)
         bad = (torch.linalg.eigvalsh(hess).max(-1).values >= 0) | ~torch.isfinite(step).all(-1)
