@@ -83,32 +83,48 @@ def _freqs(shape: tuple[int, ...], device, dtype) -> list[torch.Tensor]:
     return [torch.fft.fftfreq(n, device=device, dtype=dtype) for n in shape]
 
 
-def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16):
+def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16, half_n: int | None = None):
     """Keep the frequency band holding ``keep`` of |P| per axis (plus everything below ``min_keep``).
 
     Dropping the same high frequencies from both images is a symmetric filter: the peak position does not
     move, and Newton steps get cheaper by the square (2D) or cube (3D) of the crop factor.
+    ``half_n``: the last axis is an ``rfft`` half spectrum of that full length; its columns are weighted
+    (2 for the mirrored ones) so sums over it equal sums over the full spectrum of a real signal.
     """
+    if half_n is not None:
+        kx = torch.arange(P.shape[-1], device=P.device)
+        w = torch.where((kx == 0) | (2 * kx == half_n), 1.0, 2.0).to(P.real.dtype)
+        P = P * w
     mag = P.abs().sum(0)
     ks = []
     for ax in range(nd):
         n = P.shape[-nd + ax]
-        k = torch.fft.fftfreq(n, 1.0 / n, device=P.device).abs()
+        half = half_n is not None and ax == nd - 1
+        k = (
+            torch.arange(n, device=P.device).to(torch.float32)
+            if half
+            else torch.fft.fftfreq(n, 1.0 / n, device=P.device).abs()
+        )
         prof = mag.sum(tuple(a for a in range(nd) if a != ax))
         order = torch.argsort(k)
         cum = torch.cumsum(prof[order], 0) / prof.sum().clamp_min(1e-30)
         cut = int(torch.searchsorted(cum, torch.tensor(keep, device=P.device, dtype=cum.dtype)))
-        kc = max(float(k[order[min(cut, n - 1)]]), float(min(min_keep, n // 2)))
+        kc = max(float(k[order[min(cut, n - 1)]]), float(min(min_keep, (half_n if half else n) // 2)))
         idx = torch.nonzero(k <= kc).flatten()
         P = P.index_select(P.dim() - nd + ax, idx)
-        ks.append(torch.fft.fftfreq(n, device=P.device, dtype=torch.float64)[idx])
+        freqs = (
+            torch.arange(n, device=P.device, dtype=torch.float64) / half_n
+            if half
+            else torch.fft.fftfreq(n, device=P.device, dtype=torch.float64)
+        )
+        ks.append(freqs[idx])
     return P, ks
 
 
-def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8) -> torch.Tensor:
+def _refine(P: torch.Tensor, s0: torch.Tensor, iters: int = 8, half_n: int | None = None) -> torch.Tensor:
     """Newton ascent of c(s) = Re sum_k P_k e^{2 pi i k.s} from the integer peak ``s0`` (batch, nd)."""
     nd = s0.shape[-1]
-    P, ks = _lowpass(P, nd)
+    P, ks = _lowpass(P, nd, half_n=half_n)
     s = s0.clone().to(torch.float64)
     P = P.to(torch.complex128)
     iters = iters if P.shape[0] == 1 else min(iters, 5)
@@ -179,7 +195,7 @@ def _refine_on_overlap(
     rc, mc_full = r[tuple(sl_r)], m[tuple(sl_m)]
     dims = tuple(range(-nd, 0))
     inner = tuple(slice(search, search + n) for n in rc.shape)
-    fr = torch.conj(torch.fft.fftn(_prepare(rc[None], nd, window), dim=dims))
+    fr = torch.conj(torch.fft.rfftn(_prepare(rc[None], nd, window), dim=dims))
     base = torch.zeros(1, nd, dtype=torch.float64, device=r.device)
     if search:
         # Integer re-search at full resolution: correlate the reference crop inside the larger moving crop.
@@ -199,7 +215,8 @@ def _refine_on_overlap(
     steps: list[torch.Tensor] = []
     for _ in range(max_iter):
         mw = fourier_shift(mc_full, base[0] + frac[0])[inner]
-        res = _refine(fr * torch.fft.fftn(_prepare(mw[None], nd, window), dim=dims), torch.zeros_like(frac))
+        spec = fr * torch.fft.rfftn(_prepare(mw[None], nd, window), dim=dims)
+        res = _refine(spec, torch.zeros_like(frac), half_n=rc.shape[-1])
         steps.append(res)
         if len(steps) == 2:
             # Estimates are (1 - beta) x the true residual: two of them give beta (Aitken), per axis.
@@ -283,9 +300,9 @@ def estimate_shift(
     shape = tuple(r.shape[-nd:])
     rw, mw = _prepare(r, nd, window), _prepare(m, nd, window)
     dims = tuple(range(-nd, 0))
-    fr, fm = torch.fft.fftn(rw, dim=dims), torch.fft.fftn(mw, dim=dims)
+    fr, fm = torch.fft.rfftn(rw, dim=dims), torch.fft.rfftn(mw, dim=dims)
     P = torch.conj(fr) * fm
-    cc = torch.fft.ifftn(P, dim=dims).real
+    cc = torch.fft.irfftn(P, s=shape, dim=dims)
     norm = torch.sqrt((rw * rw).sum(dims) * (mw * mw).sum(dims)).clamp_min(1e-30)
     if max_shift is not None:
         # Circular lags beyond max_shift are excluded from the integer search.
@@ -314,7 +331,7 @@ def estimate_shift(
     if subpixel and not batched:
         s = _refine_on_overlap(full_r[0], full_m[0], s0[0] * factor, window, search=factor).unsqueeze(0)
     elif subpixel:
-        s = _refine(P, s0)
+        s = _refine(P, s0, half_n=shape[-1])
     else:
         s = s0
     out_shape = (-1, nd) if batched else (nd,)
