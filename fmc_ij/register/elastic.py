@@ -200,7 +200,7 @@ def elastic_register(
     min_block: int = 64,
     min_similarity: float = 0.5,
     max_shift: float | None = None,
-    passes_last_level: int = 4,
+    passes_last_level: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> ElasticResult:
@@ -218,9 +218,9 @@ def elastic_register(
         Blocks whose peak NCC is below this are ignored (NanoJ's default 0.5).
     max_shift : float, optional
         Largest block shift searched per level (default: a quarter of the block).
-    passes_last_level : int
-        Repeat the finest level this many times (block estimates are pulled slightly towards zero;
-        a second pass removes most of that).
+    passes_last_level : int, optional
+        Repeat the finest level this many times (default 3 in 2D, 4 in 3D): windowed block estimates are
+        pulled towards zero in proportion to the residual, and each pass shrinks that residual.
 
     Returns
     -------
@@ -238,7 +238,8 @@ def elastic_register(
         else torch.zeros((nd, *shape), device=dev)
     )
     sizes = block_sizes(shape, min_block)
-    sizes = sizes + [sizes[-1]] * max(0, passes_last_level - 1)
+    passes = passes_last_level or (3 if nd == 2 else 4)  # 3D blocks are fewer per axis: one more pass
+    sizes = sizes + [sizes[-1]] * max(0, passes - 1)
     info: list[LevelInfo] = []
     from fmc_ij.progress import track
 
@@ -251,10 +252,9 @@ def elastic_register(
         starts, grid_shape = _blocks(shape, block)
         rb = _extract(r, starts, block)
         mb = _extract(cur, starts, block)
-        flat = (rb.flatten(1).std(1) > 0) & (mb.flatten(1).std(1) > 0)
         res = estimate_shift(rb, mb, ndim=nd, max_shift=max_shift or max(2.0, min(block) / 4))
         vec = torch.as_tensor(res.shift, dtype=torch.float32, device=dev).T.reshape(nd, *grid_shape)
-        ok = (torch.as_tensor(res.ncc, device=dev) >= min_similarity) & flat
+        ok = torch.as_tensor(res.ncc, device=dev) >= min_similarity  # flat blocks have no peak: z drops them
         ok &= torch.as_tensor(res.z, device=dev) >= MIN_PEAK_Z  # blocks of background: no real peak
         ok = ok.reshape(grid_shape)
         vec = _fill_invalid(vec, ok)

@@ -304,30 +304,26 @@ def estimate_shift(
     P = torch.conj(fr) * fm
     cc = torch.fft.irfftn(P, s=shape, dim=dims)
     norm = torch.sqrt((rw * rw).sum(dims) * (mw * mw).sum(dims)).clamp_min(1e-30)
+    # Peak significance over the whole map (mean and spread of all lags).
+    flat_all = cc.reshape(cc.shape[0], -1)
+    mean, spread = flat_all.mean(-1), flat_all.std(-1, correction=0)
+    lags = [torch.fft.fftfreq(n, 1.0 / n, device=dev) for n in shape]
     if max_shift is not None:
-        # Circular lags beyond max_shift are excluded from the integer search.
-        lag = [torch.fft.fftfreq(n, 1.0 / n, device=dev) for n in shape]
-        grids = torch.meshgrid(*lag, indexing="ij")
-        far = torch.zeros(shape, dtype=torch.bool, device=dev)
-        for g in grids:
-            far |= g.abs() > max_shift / factor
-        cc = cc.masked_fill(far, -torch.inf)
+        # Only lags within max_shift take part in the integer search: cut them out (a small copy).
+        keep = [torch.nonzero(lg.abs() <= max_shift / factor).flatten() for lg in lags]
+        for ax, k in enumerate(keep):
+            cc = cc.index_select(cc.dim() - nd + ax, k)
+        lags = [lg[k] for lg, k in zip(lags, keep)]
     flat = cc.reshape(cc.shape[0], -1)
     peak_val, idx = flat.max(-1)
-    finite = torch.isfinite(flat)
-    vals = torch.where(finite, flat, 0.0)
-    cnt = finite.sum(-1).clamp_min(1)
-    mean = vals.sum(-1) / cnt
-    spread = torch.sqrt((torch.where(finite, flat - mean[:, None], 0.0) ** 2).sum(-1) / cnt)
     z = ((peak_val - mean) / spread.clamp_min(1e-30)).cpu().numpy()
     if not batched and z[0] < MIN_PEAK_Z:
         raise FmcInputError(
             f"registration: no significant cross-correlation peak (z = {z[0]:.1f} < {MIN_PEAK_Z}); the images share "
             "no structure in their overlap (wrong pair, no overlap, or pure noise)"
         )
-    coords = torch.stack(torch.unravel_index(idx, shape), -1).to(torch.float64)
-    sizes = torch.tensor(shape, dtype=torch.float64, device=dev)
-    s0 = torch.where(coords > sizes / 2, coords - sizes, coords)
+    pos = torch.unravel_index(idx, tuple(cc.shape[-nd:]))
+    s0 = torch.stack([lg[p] for lg, p in zip(lags, pos)], -1).to(torch.float64)
     if subpixel and not batched:
         s = _refine_on_overlap(full_r[0], full_m[0], s0[0] * factor, window, search=factor).unsqueeze(0)
     elif subpixel:
