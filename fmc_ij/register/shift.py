@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from fmc_ij.errors import FmcInputError
 
-BIN_ABOVE_VOXELS = 2**21  # the integer search runs on 2x-binned copies until below this
+BIN_ABOVE_VOXELS = 2**19  # the integer search runs on 2x-binned copies until below this
 MIN_PEAK_Z = 6.0  # independent images reach z ~ 3-4.5; real pairs, even at SNR 0.5, exceed 15
 
 
@@ -169,7 +169,7 @@ def _refine_on_overlap(
     window: float,
     *,
     search: int = 0,
-    max_voxels: int = 2**20,
+    max_voxels: int = 2**18,
     max_iter: int = 6,
     tol: float = 1e-4,
 ) -> torch.Tensor:
