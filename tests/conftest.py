@@ -26,3 +26,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "imagej" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+STUBS = Path(__file__).parent / "stubs"
+STUB_COMMANDS = {
+    "ErrorMapStub": ("NanoJ-SQUIRREL", "Calculate Error-Map, RSE and RSP"),
+    "RegisterChannelsStub": ("NanoJ-Core", "Register Channels - Estimate"),
+}
+
+
+@pytest.fixture(scope="session")
+def fake_fiji(tmp_path_factory):
+    """A Fiji-shaped folder: Debian's ij.jar in jars/, the NanoJ stand-ins (tests/stubs) compiled into plugins/."""
+    import shutil
+    import subprocess
+
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        pytest.skip("javac/jar not available")
+    from fmc_ij.fiji import find_ij_jar
+
+    ij_jar = find_ij_jar()
+    root = tmp_path_factory.mktemp("fiji") / "Fiji.app"
+    for d in (root / "plugins", root / "jars"):
+        d.mkdir(parents=True)
+    shutil.copy(ij_jar, root / "jars" / "ij.jar")
+    for cls, (menu, command) in STUB_COMMANDS.items():
+        build = root.parent / f"build_{cls}"
+        build.mkdir()
+        subprocess.run(
+            [javac, "-cp", str(ij_jar), "-d", str(build), str(STUBS / f"{cls}.java")], check=True, timeout=120
+        )
+        (build / "plugins.config").write_text(f'Plugins>{menu}, "{command}", {cls}\n')
+        name = menu.replace("-", "_") + "_stub.jar"
+        subprocess.run([jar, "cf", str(root / "plugins" / name), "-C", str(build), "."], check=True, timeout=120)
+    return root

@@ -172,3 +172,21 @@ def test_no_overlap_left_is_an_error():
     t = torch.as_tensor(ndimage.gaussian_filter(np.random.default_rng(5).random((96, 96)), 2), dtype=torch.float32)
     with pytest.raises(FmcInputError, match="no usable overlap"):
         _refine_on_overlap(t, t, torch.tensor([0.0, 92.0], dtype=torch.float64), 0.25)
+
+
+@pytest.mark.imagej
+def test_fiji_engine_contract(fake_fiji, tmp_path, monkeypatch):
+    """Our Register Channels option string goes through ImageJ 1's real dialog parsing; outputs come back."""
+    import tifffile
+
+    from fmc_ij.fiji import run_nanoj_register
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "ref.tif", rng.random((64, 64)).astype(np.float32))
+    tifffile.imwrite(tmp_path / "mov.tif", rng.random((64, 64)).astype(np.float32))
+    monkeypatch.setenv("FMC_IJ_FIJI", str(fake_fiji))
+    out = run_nanoj_register(tmp_path / "ref.tif", tmp_path / "mov.tif", tmp_path / "out")
+    assert out == tmp_path / "out" / "registered.tif"
+    moved = tifffile.imread(out)
+    np.testing.assert_array_equal(moved, tifffile.imread(tmp_path / "mov.tif"))  # the stand-in moves nothing
+    assert tifffile.imread(tmp_path / "out" / "translation_mask.tif").shape == (64, 128)  # NanoJ's [dx | dy]

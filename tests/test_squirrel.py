@@ -154,30 +154,6 @@ def test_anisotropic_3d_sigmas_recovered():
     assert r.magnification == (1, 2, 2) and r.error_map.shape == img.shape
 
 
-@pytest.fixture(scope="module")
-def fake_fiji(tmp_path_factory):
-    """A Fiji-shaped folder: Debian's ij.jar in jars/, the compiled SQUIRREL stand-in in plugins/."""
-    import shutil
-    import subprocess
-
-    javac, jar = shutil.which("javac"), shutil.which("jar")
-    if javac is None or jar is None:
-        pytest.skip("javac/jar not available")
-    from fmc_ij.fiji import find_ij_jar
-
-    ij_jar = find_ij_jar()
-    root = tmp_path_factory.mktemp("fiji") / "Fiji.app"
-    build = root.parent / "build"
-    for d in (root / "plugins", root / "jars", build):
-        d.mkdir(parents=True)
-    shutil.copy(ij_jar, root / "jars" / "ij.jar")
-    src = Path(__file__).parent / "stubs" / "ErrorMapStub.java"
-    subprocess.run([javac, "-cp", str(ij_jar), "-d", str(build), str(src)], check=True, timeout=120)
-    (build / "plugins.config").write_text('Plugins>NanoJ-SQUIRREL, "Calculate Error-Map, RSE and RSP", ErrorMapStub\n')
-    subprocess.run([jar, "cf", str(root / "plugins" / "NanoJ_SQUIRREL_stub.jar"), "-C", str(build), "."], check=True)
-    return root
-
-
 @pytest.mark.imagej
 def test_fiji_engine_contract(fake_fiji, tmp_path, monkeypatch):
     """Our macro string goes through ImageJ 1's real option parsing; the results table comes back parsed."""

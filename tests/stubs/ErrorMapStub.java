@@ -3,6 +3,10 @@
 import ij.*; import ij.gui.*; import ij.measure.*; import ij.plugin.*; import ij.process.*;
 public class ErrorMapStub implements PlugIn {
   public void run(String arg) {
+    String opts = Macro.getOptions();
+    for (String key : new String[]{"reference=", "super-resolution=", "rsf=", "max.="}) {
+      if (opts == null || !(" " + opts).contains(" " + key)) { IJ.log("STUB-MISSING " + key + " in: " + opts); return; }
+    }
     String[] titles = WindowManager.getImageTitles();
     GenericDialog gd = new GenericDialog("Calculate Error-Map");
     gd.addChoice("Reference Image", titles, titles[0]);
