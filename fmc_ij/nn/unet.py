@@ -1,0 +1,147 @@
+"""CARE U-Net (Weigert et al. 2018) in 2D and 3D, TorchScript-friendly for deepImageJ (libtorch 2.0 ops only).
+
+Plain conv / pool / transposed conv / cat: every model here passes ``torch.jit.script``. Volumes whose axial
+voxel is at least twice the lateral one pool only laterally until the voxels are about isotropic
+(``anisotropic_pool``), so a 64x256x256 patch at 1.0/0.4 um keeps its Z context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pool_factors(depth: int, ndim: int, spacing: Sequence[float] | None = None) -> list[list[int]]:
+    """Pooling factor per level and axis: 2 everywhere, but not along an axis that is already >= 2x coarser.
+
+    With spacing (1.0, 0.4, 0.4) the first level pools (1, 2, 2) (voxels become 1.0/0.8/0.8), the next (2, 2, 2).
+    """
+    if spacing is None or ndim == 2:
+        return [[2] * ndim for _ in range(depth)]
+    cur = [float(s) for s in spacing][-ndim:]
+    out = []
+    for _ in range(depth):
+        finest = min(cur)
+        f = [1 if c >= 2 * finest else 2 for c in cur]
+        out.append(f)
+        cur = [c * k for c, k in zip(cur, f)]
+    return out
+
+
+class ConvBlock(nn.Module):
+    """``n_conv`` x (conv -> [norm] -> activation), same padding."""
+
+    def __init__(self, c_in: int, c_out: int, ndim: int, kernel: int, n_conv: int, norm: bool, slope: float = 0.0):
+        super().__init__()
+        conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        bn = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
+        layers = []
+        for i in range(n_conv):
+            layers.append(conv(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2))
+            if norm:
+                layers.append(bn(c_out))
+            layers.append(nn.LeakyReLU(slope) if slope > 0 else nn.ReLU())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class UNet(nn.Module):
+    """CARE U-Net.
+
+    Parameters
+    ----------
+    ndim : {2, 3}
+    in_channels, out_channels : int
+    depth : int
+        Number of poolings (CARE default 2).
+    base : int
+        Filters at the first level (CARE default 32), doubled per level.
+    kernel : int
+        Convolution size (CARE: 5 in 2D, 3 in 3D).
+    residual : bool
+        Predict input + correction (CARE's default when in == out channels).
+    norm : bool
+        BatchNorm after every convolution (CAREamics' default; CARE's is off).
+    pool : list of list of int, optional
+        Per-level pooling factors (see :func:`pool_factors`); 2 on every axis by default.
+    probabilistic : bool
+        Add a Laplace scale head: the output has ``2 * out_channels`` channels (mean, log-scale).
+    """
+
+    def __init__(
+        self,
+        ndim: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        depth: int = 2,
+        base: int = 32,
+        kernel: int = 3,
+        residual: bool = True,
+        norm: bool = False,
+        pool: list[list[int]] | None = None,
+        probabilistic: bool = False,
+        n_conv: int = 2,
+    ):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+        self.ndim = ndim
+        self.residual = residual and in_channels == out_channels
+        self.probabilistic = probabilistic
+        self.out_channels = out_channels
+        pool = pool or [[2] * ndim for _ in range(depth)]
+        self.pool_sizes = [list(p) for p in pool]
+        conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        up = nn.ConvTranspose3d if ndim == 3 else nn.ConvTranspose2d
+        self.down = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        c = in_channels
+        for level in range(depth):
+            self.down.append(ConvBlock(c, base << level, ndim, kernel, n_conv, norm))
+            c = base << level
+        self.bottom = ConvBlock(c, base << depth, ndim, kernel, n_conv, norm)
+        c = base << depth
+        for level in reversed(range(depth)):
+            self.ups.append(up(c, base << level, self.pool_sizes[level], stride=self.pool_sizes[level]))
+            self.up_blocks.append(ConvBlock(2 * (base << level), base << level, ndim, kernel, n_conv, norm))
+            c = base << level
+        self.head = conv(c, out_channels * (2 if probabilistic else 1), 1)
+
+    def _pool(self, x: torch.Tensor, k: list[int]) -> torch.Tensor:
+        if self.ndim == 3:
+            return F.max_pool3d(x, k, k)
+        return F.max_pool2d(x, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips: list[torch.Tensor] = []
+        h = x
+        for i, block in enumerate(self.down):
+            h = block(h)
+            skips.append(h)
+            h = self._pool(h, self.pool_sizes[i])
+        h = self.bottom(h)
+        j = len(skips) - 1
+        for upconv, block in zip(self.ups, self.up_blocks):
+            h = upconv(h)
+            h = block(torch.cat([h, skips[j]], 1))
+            j -= 1
+        out = self.head(h)
+        if self.residual:
+            if self.probabilistic:
+                mean = out[:, : self.out_channels] + x
+                return torch.cat([mean, out[:, self.out_channels :]], 1)
+            return out + x
+        return out
+
+    def size_multiple(self) -> list[int]:
+        """Input sizes must be multiples of these (product of the pooling factors per axis)."""
+        m = [1] * self.ndim
+        for p in self.pool_sizes:
+            m = [a * b for a, b in zip(m, p)]
+        return m

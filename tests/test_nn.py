@@ -1,0 +1,101 @@
+"""Networks: shapes, anisotropic pooling, TorchScript (deepImageJ needs it); losses against their definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fmc_ij.metrics import ssim as metric_ssim
+from fmc_ij.nn import (
+    UNet,
+    WangDiscriminator,
+    WangGenerator,
+    laplace_nll,
+    n_ssim_loss,
+    pool_factors,
+    ssim,
+    wang_discriminator_loss,
+    wang_generator_loss,
+)
+
+
+def test_anisotropic_pool_factors():
+    assert pool_factors(2, 3, (1.0, 0.4, 0.4)) == [[1, 2, 2], [2, 2, 2]]
+    assert pool_factors(2, 3, (3.0, 0.33, 0.33)) == [[1, 2, 2], [1, 2, 2]]
+    assert pool_factors(2, 3, (1.0, 1.0, 1.0)) == [[2, 2, 2], [2, 2, 2]]
+    assert pool_factors(3, 2) == [[2, 2]] * 3
+
+
+@pytest.mark.parametrize("ndim,shape", [(2, (1, 1, 32, 48)), (3, (1, 1, 8, 32, 32))])
+def test_unet_shapes_and_script(ndim, shape):
+    torch.manual_seed(0)
+    pool = pool_factors(2, ndim, (1.0, 0.4, 0.4)[-ndim:] if ndim == 3 else None)
+    for prob in (False, True):
+        net = UNet(ndim, depth=2, base=8, pool=pool, probabilistic=prob).eval()
+        x = torch.rand(shape)
+        y = net(x)
+        assert y.shape == (shape[0], 2 if prob else 1, *shape[2:])
+        scripted = torch.jit.script(net)
+        torch.testing.assert_close(scripted(x), y)
+        # A different size that respects the size multiple also runs scripted (deepImageJ tiles vary).
+        other = [s + m for s, m in zip(shape[2:], net.size_multiple())]
+        assert scripted(torch.rand(1, 1, *other)).shape[2:] == tuple(other)
+    assert UNet(3, pool=pool_factors(2, 3, (1.0, 0.4, 0.4))).size_multiple() == [2, 4, 4]
+
+
+def test_unet_residual_starts_near_identity():
+    net = UNet(2, base=4, residual=True)
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(net(x), x)
+
+
+@pytest.mark.parametrize("ndim,size", [(2, 32), (3, 16)])
+def test_wang_gan_shapes_and_script(ndim, size):
+    torch.manual_seed(0)
+    g = WangGenerator(ndim, base=4, depth=4).eval()
+    d = WangDiscriminator(ndim, base=4).eval()
+    x = torch.rand(2, 1, *([size] * ndim))
+    y = g(x)
+    assert y.shape == x.shape
+    p = d(y)
+    assert p.shape == (2, 1) and bool(((p > 0) & (p < 1)).all())
+    torch.testing.assert_close(torch.jit.script(g)(x), y)
+    torch.testing.assert_close(torch.jit.script(d)(y), p)
+
+
+def test_ssim_loss_equals_metric_and_has_gradients():
+    rng = np.random.default_rng(0)
+    a = rng.random((12, 20, 24))
+    b = a + rng.normal(0, 0.1, a.shape)
+    ta = torch.tensor(a)[None, None].requires_grad_(True)
+    tb = torch.tensor(b)[None, None]
+    s = ssim(ta, tb)
+    assert float(s) == pytest.approx(metric_ssim(a, b, data_range=1.0), abs=1e-9)
+    (1 - s).sum().backward()
+    assert ta.grad is not None and float(ta.grad.abs().sum()) > 0
+
+
+def test_laplace_and_n_ssim_losses():
+    y = torch.zeros(1, 1, 4, 4)
+    out = torch.cat([torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)], 1)  # mean 1, scale e^0 = 1
+    assert float(laplace_nll(out, y)) == pytest.approx(math.log(2.0) + 1.0)
+    torch.manual_seed(0)
+    gt = torch.rand(2, 1, 24, 24)
+    inp = gt + 0.2 * torch.randn_like(gt)
+    assert float(n_ssim_loss(inp, gt, inp)) == pytest.approx(0.0, abs=1e-9)  # identity: N_SSIM 0
+    assert float(n_ssim_loss(gt, gt, inp)) == pytest.approx(-1.0, abs=1e-6)  # perfect: N_SSIM 1
+
+
+def test_wang_losses_definition():
+    pred = torch.rand(2, 1, 16, 16)
+    target = pred.clone()
+    d_fake = torch.full((2, 1), 0.25)
+    d_real = torch.full((2, 1), 0.8)
+    # Perfect prediction: MSE 0, SSIM 1, so L(G) = -log D(G(x)).
+    assert float(wang_generator_loss(d_fake, pred, target)) == pytest.approx(-math.log(0.25), rel=1e-5)
+    assert float(wang_discriminator_loss(d_real, d_fake)) == pytest.approx(-math.log(0.8) - math.log(0.75), rel=1e-6)
