@@ -13,21 +13,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from fmc_ij.squirrel import error_map, rsf_kernel_1d
+from fmc_ij.squirrel import error_map, forward_model
+from fmc_ij.synthetic.optics import sparse_texture
 
 
 def synthetic(n_ref: int, m: int, sigma: float, seed: int = 0):
     rng = np.random.default_rng(seed)
-    h = n_ref * m
-    img = np.zeros((h, h))
-    idx = rng.integers(0, h, (n_ref * 6, 2))
-    img[idx[:, 0], idx[:, 1]] = rng.random(len(idx)) * 100
-    img = ndimage.gaussian_filter(img, 0.7) + ndimage.gaussian_filter(rng.random((h, h)), 4) * 20
-    k = rsf_kernel_1d(float(np.float32(sigma * m)))
-    conv = ndimage.correlate1d(ndimage.correlate1d(2.0 * img + 50, k, 0, mode="nearest"), k, 1, mode="nearest")
-    ref = conv.reshape(n_ref, m, n_ref, m).mean((1, 3))
+    img = sparse_texture((n_ref * m, n_ref * m), rng, n_ref * 6)
+    ref = forward_model(img, sigma, m, alpha=2.0, beta=50.0)
     return ref + rng.normal(0, 0.01 * ref.std(), ref.shape), img
 
 

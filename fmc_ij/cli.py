@@ -270,8 +270,8 @@ def register(
     overwrite: bool = typer.Option(False, help="Write into a non-empty --out."),
 ) -> None:
     """Align LR onto HR: sub-pixel global shift, then pyramidal elastic registration; QC PNGs and a CSV."""
-    from fmc_ij.io import imread, imwrite, write_text_atomic
-    from fmc_ij.register import qc_figure, register_dataset, register_pair, resample
+    from fmc_ij.io import imread, write_text_atomic
+    from fmc_ij.register import qc_figure, register_dataset, register_images, write_registered
 
     if engine not in ("native", "fiji"):
         raise FmcInputError(f"--engine {engine!r}: use native or fiji")
@@ -297,32 +297,23 @@ def register(
         _out.print(t)
         return
     lo, hi = imread(lr), imread(hr)
-    sr = [hi.meta.spacing.get(a, 1.0) for a in hi.meta.axes if a in "ZYX"]
-    sm = [lo.meta.spacing.get(a, 1.0) for a in lo.meta.axes if a in "ZYX"]
-    res = register_pair(hi.data, lo.data, spacing_ref=sr, spacing_mov=sm, elastic=elastic, min_block=min_block,
-                        min_similarity=min_similarity, progress=True)  # fmt: skip
+    res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True)
     target = out / lr.name
     if target.exists() and not overwrite:
         raise FmcInputError(f"{target} exists; pass --overwrite")
-    dtype = lo.data.dtype
-    reg = res.registered
-    if np.issubdtype(dtype, np.integer):
-        reg = np.clip(np.round(reg), np.iinfo(dtype).min, np.iinfo(dtype).max)
-    import dataclasses
-
-    imwrite(target, reg.astype(dtype), dataclasses.replace(lo.meta, spacing=dict(hi.meta.spacing), axes=hi.meta.axes))
+    write_registered(target, res, lo, hi)
     from fmc_ij.io.atomic import atomic_path
 
     with atomic_path(out / f"{lr.stem}_field.npy") as tmp:
         np.save(tmp, res.field)
-    qc_figure(hi.data, resample(lo.data, sm, sr, hi.data.shape), res, out / f"{lr.stem}_qc.png")
+    qc_figure(hi.data, res, out / f"{lr.stem}_qc.png")
     summary = {
         "shift": [float(v) for v in res.shift],
         "ncc_before": res.ncc_before,
         "ncc_rigid": res.ncc_rigid,
         "ncc_after": res.ncc_after,
         "valid_fraction": float(res.valid.mean()),
-        "levels": [dataclasses.asdict(lv) for lv in res.levels],
+        "levels": [vars(lv) for lv in res.levels],
     }
     write_text_atomic(out / f"{lr.stem}_registration.json", json.dumps(summary, indent=2) + "\n")
     _out.print(
@@ -344,7 +335,7 @@ def squirrel(
 ) -> None:
     """NanoJ-SQUIRREL error map, RSF sigma, alpha, beta, RSE and RSP; TIFF map, PNG heatmap, JSON and CSV."""
     from fmc_ij.io import imread
-    from fmc_ij.squirrel.report import write_outputs
+    from fmc_ij.squirrel.report import write_outputs, write_volume_outputs
 
     if method not in ("nanoj", "binned"):
         raise FmcInputError(f"--method {method!r}: use nanoj or binned")
@@ -366,11 +357,7 @@ def squirrel(
         from fmc_ij.squirrel import error_map_3d
 
         v = error_map_3d(ref, img)
-        from fmc_ij.io import ImageMeta, imwrite, write_text_atomic
-
-        imwrite(out / f"{image.name.split('.')[0]}_errormap.tif", v.error_map, ImageMeta(axes="ZYX"))
-        summary = {k: getattr(v, k) for k in ("sigma_z", "sigma_xy", "alpha", "beta", "rse", "rsp")}
-        write_text_atomic(out / f"{image.name.split('.')[0]}_squirrel.json", json.dumps(summary, indent=2) + "\n")
+        write_volume_outputs(v, out, stem=image.name.split(".")[0])
         _out.print(
             f"3D anisotropic RSF: sigma_z {v.sigma_z:.4f}, sigma_xy {v.sigma_xy:.4f} ref px; alpha {v.alpha:.4g}, "
             f"beta {v.beta:.4g}; RSE {v.rse:.4g}, RSP {v.rsp:.4f}"

@@ -168,7 +168,7 @@ def evaluate_dataset(
     for name, p, g, i in track(triples, "evaluate", total=len(triples)):
         pred, gt, inp = _load(p), _load(g), _load(i)
         channel = _channel(name, inp.meta.channel or gt.meta.channel)
-        spacing = [inp.meta.spacing.get(a, 1.0) for a in inp.meta.axes if a in "ZYX"] or None
+        spacing = list(inp.meta.voxel_size()) or None
         try:
             row = evaluate_images(pred.data, gt.data, inp.data, spacing=spacing, channel=channel, cfg=cfg)
         except FmcInputError as err:

@@ -43,7 +43,7 @@ def fake_fiji(tmp_path_factory):
 
     javac, jar = shutil.which("javac"), shutil.which("jar")
     if javac is None or jar is None:
-        pytest.skip("javac/jar not available")
+        pytest.skip("no JDK (javac/jar) to compile the NanoJ stand-in plugins: apt-get install default-jdk-headless")
     from fmc_ij.fiji import find_ij_jar
 
     ij_jar = find_ij_jar()

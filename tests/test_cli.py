@@ -228,3 +228,18 @@ def ndimage_blur(x, s):
     from scipy import ndimage
 
     return ndimage.gaussian_filter(x, s)
+
+
+def test_squirrel_cli_volume(tmp_path):
+    from fmc_ij.squirrel import forward_model
+    from fmc_ij.synthetic.optics import sparse_texture
+
+    img = sparse_texture((8, 48, 48), np.random.default_rng(0), 200).astype(np.float32)
+    ref = forward_model(img, (2.0, 1.5, 1.5), (1, 2, 2)).astype(np.float32)
+    io.imwrite(tmp_path / "ref.tif", ref, io.ImageMeta(axes="ZYX"))
+    io.imwrite(tmp_path / "img.tif", img, io.ImageMeta(axes="ZYX"))
+    res = run("squirrel", tmp_path / "ref.tif", tmp_path / "img.tif", "--out", tmp_path / "sq")
+    assert "anisotropic" in res.stdout
+    summary = json.loads((tmp_path / "sq" / "img_squirrel.json").read_text())
+    assert summary["sigma_z"] == pytest.approx(2.0, rel=0.02) and summary["sigma_xy"] == pytest.approx(1.5, rel=0.02)
+    assert io.imread(tmp_path / "sq" / "img_errormap.tif").data.shape == img.shape

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import imread
-from fmc_ij.squirrel import error_map, error_map_per_slice, fuse, rsf_kernel_1d
-from fmc_ij.squirrel import ij_ops as ij
+from fmc_ij.register import ij_ops as ij
+from fmc_ij.squirrel import error_map, error_map_per_slice, forward_model, fuse
+from fmc_ij.synthetic.optics import sparse_texture
 
 
 def _find_fig3() -> Path:
@@ -26,7 +26,10 @@ def _find_fig3() -> Path:
 
 
 FIG3 = _find_fig3()
-needs_fig3 = pytest.mark.skipif(not FIG3.is_dir(), reason=f"NanoJ Figure-3 data not found at {FIG3}")
+needs_fig3 = pytest.mark.skipif(
+    not FIG3.is_dir(),
+    reason=f"NanoJ's Figure-3 test data (GPL, not shipped here) not found at {FIG3}; set FMC_IJ_SQUIRREL_DATA",
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +59,8 @@ def test_fig3_full_optimisation_matches_nanoj(fig3):
 
 
 def synthetic(n_ref, m, sigma, rng, noise=0.01):
-    h = n_ref * m
-    img = np.zeros((h, h))
-    idx = rng.integers(0, h, (n_ref * 6, 2))
-    img[idx[:, 0], idx[:, 1]] = rng.random(len(idx)) * 100
-    img = ndimage.gaussian_filter(img, 0.7) + ndimage.gaussian_filter(rng.random((h, h)), 4) * 20
-    k = rsf_kernel_1d(float(np.float32(sigma * m)))
-    conv = ndimage.correlate1d(ndimage.correlate1d(2.0 * img + 50, k, 0, mode="nearest"), k, 1, mode="nearest")
-    ref = conv.reshape(n_ref, m, n_ref, m).mean((1, 3))
+    img = sparse_texture((n_ref * m, n_ref * m), rng, n_ref * 6)
+    ref = forward_model(img, sigma, m, alpha=2.0, beta=50.0)
     return ref + rng.normal(0, noise * ref.std(), ref.shape), img
 
 
@@ -141,14 +138,8 @@ def test_anisotropic_3d_sigmas_recovered():
 
     rng = np.random.default_rng(0)
     sz, sxy, m = 2.5, 1.5, 2
-    img = np.zeros((16, 32 * m, 32 * m))
-    idx = tuple(rng.integers(0, n, 400) for n in img.shape)
-    img[idx] = rng.random(400) * 100
-    img = ndimage.gaussian_filter(img, 0.7) + ndimage.gaussian_filter(rng.random(img.shape), 3) * 20
-    c = ndimage.correlate1d(2 * img + 50, rsf_kernel_1d(float(np.float32(sz))), 0, mode="nearest")
-    kxy = rsf_kernel_1d(float(np.float32(sxy * m)))
-    c = ndimage.correlate1d(ndimage.correlate1d(c, kxy, 1, mode="nearest"), kxy, 2, mode="nearest")
-    ref = c.reshape(16, 1, 32, m, 32, m).mean((1, 3, 5))
+    img = sparse_texture((16, 32 * m, 32 * m), rng, 400)
+    ref = forward_model(img, (sz, sxy, sxy), (1, m, m), alpha=2.0, beta=50.0)
     r = error_map_3d(ref + rng.normal(0, 0.01 * ref.std(), ref.shape), img)
     assert r.sigma_z == pytest.approx(sz, rel=0.02) and r.sigma_xy == pytest.approx(sxy, rel=0.02)
     assert r.magnification == (1, 2, 2) and r.error_map.shape == img.shape

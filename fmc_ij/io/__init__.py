@@ -22,7 +22,7 @@ from fmc_ij.io.dataset import (
     write_manifest,
 )
 from fmc_ij.io.meta import Image, ImageMeta, check_axes, meta_from_dict, normalize_unit
-from fmc_ij.io.tiff import SUPPORTED_DTYPES, check_dtype, imread, imwrite, open_lazy, read_meta
+from fmc_ij.io.tiff import SUPPORTED_DTYPES, check_dtype, imread, imwrite, open_lazy, read_meta, to_dtype
 from fmc_ij.io.zarr_io import create_ome_zarr, open_ome_zarr, write_ome_zarr
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "pair_by_glob",
     "read_manifest",
     "read_meta",
+    "to_dtype",
     "write_manifest",
     "write_ome_zarr",
     "write_text_atomic",

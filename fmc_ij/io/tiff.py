@@ -41,6 +41,15 @@ _IMAGEJ_DTYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "float32"))
 _CLASSIC_TIFF_LIMIT = 2**32 - 2**25
 
 
+def to_dtype(data: np.ndarray, dtype: Any) -> np.ndarray:
+    """Cast float results back to an image dtype: integers are rounded and clipped to the dtype's range."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(data), info.min, info.max).astype(dtype)
+    return np.asarray(data).astype(dtype)
+
+
 def check_dtype(dtype: Any, where: str = "image") -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in SUPPORTED_DTYPES:

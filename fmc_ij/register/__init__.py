@@ -12,7 +12,15 @@ from fmc_ij.register.nanoj import (
     nanoj_shift,
     subpixel_peak,
 )
-from fmc_ij.register.pair import RegistrationResult, qc_figure, register_dataset, register_pair, resample
+from fmc_ij.register.pair import (
+    RegistrationResult,
+    qc_figure,
+    register_dataset,
+    register_images,
+    register_pair,
+    resample,
+    write_registered,
+)
 from fmc_ij.register.shift import ShiftResult, estimate_shift, fourier_shift
 
 __all__ = [
@@ -29,9 +37,11 @@ __all__ = [
     "ncc",
     "qc_figure",
     "register_dataset",
+    "register_images",
     "register_pair",
     "resample",
     "subpixel_peak",
     "valid_region",
     "warp",
+    "write_registered",
 ]

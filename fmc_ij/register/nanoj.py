@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from fmc_ij.errors import FmcInputError
+from fmc_ij.register.ij_ops import cubic
 from fmc_ij.register.shift import check_pair
 
 
@@ -63,13 +64,6 @@ def cross_correlation_map(ref: np.ndarray, mov: np.ndarray, *, normalized: bool 
     return cc
 
 
-def _cubic(t: np.ndarray, a: float = 0.5) -> np.ndarray:
-    t = np.abs(t)
-    return np.where(
-        t <= 1, (2 - a) * t**3 + (a - 3) * t**2 + 1, np.where(t < 2, -a * t**3 + 5 * a * t**2 - 8 * a * t + 4 * a, 0.0)
-    )
-
-
 def bicubic(img: np.ndarray, y: float, x: float) -> float:
     """ImageJ ``getBicubicInterpolatedPixel`` (Catmull-Rom, a = 0.5; NaN within 1 px of the border)."""
     h, w = img.shape
@@ -77,7 +71,7 @@ def bicubic(img: np.ndarray, y: float, x: float) -> float:
         return math.nan
     u0, v0 = int(math.floor(x)), int(math.floor(y))
     us, vs = np.arange(u0 - 1, u0 + 3), np.arange(v0 - 1, v0 + 3)
-    return float(_cubic(vs - y) @ img[np.ix_(vs, us)] @ _cubic(us - x))
+    return float(cubic(vs - y) @ img[np.ix_(vs, us)] @ cubic(us - x))
 
 
 def subpixel_peak(ccm: np.ndarray) -> tuple[float, float, float]:

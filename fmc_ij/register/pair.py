@@ -7,7 +7,6 @@ voxel sizes differ, then aligned: registered[p] = moving_on_hr_grid[p + field[:,
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io as _io
 import os
 from collections.abc import Sequence
@@ -20,6 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from fmc_ij.errors import FmcInputError
+from fmc_ij.io import (
+    Image,
+    discover,
+    imread,
+    imwrite,
+    read_manifest,
+    to_dtype,
+    write_manifest,
+    write_text_atomic,
+)
+from fmc_ij.io.atomic import atomic_path
+from fmc_ij.progress import track
 from fmc_ij.register.elastic import LevelInfo, elastic_register, ncc, valid_region, warp
 from fmc_ij.register.shift import check_pair, estimate_shift
 
@@ -29,6 +40,7 @@ class RegistrationResult:
     """A registered image with everything needed to judge and reuse the registration."""
 
     registered: np.ndarray  # moving on the reference grid, aligned
+    moving: np.ndarray  # moving resampled onto the reference grid, before alignment (for QC)
     field: np.ndarray  # (ndim, *shape) voxels, registered[p] = resampled_moving[p + field[:, p]]
     shift: np.ndarray  # global part (voxels)
     valid: np.ndarray  # bool overlap: voxels whose source lies inside the moving image
@@ -114,7 +126,8 @@ def register_pair(
     check_pair(ref, mov)
     g = estimate_shift(ref, mov, max_shift=max_shift, device=device)
     shape = ref.shape
-    fld = np.broadcast_to(g.shift.reshape(-1, *[1] * ref.ndim), (ref.ndim, *shape)).astype(np.float32).copy()
+    rigid_field = np.broadcast_to(g.shift.reshape(-1, *[1] * ref.ndim), (ref.ndim, *shape)).astype(np.float32)
+    fld = rigid_field.copy()
     rigid = warp(mov, fld).numpy()
     levels: list[LevelInfo] = []
     if elastic and min(shape[-2:]) >= 2 * min_block:
@@ -129,10 +142,10 @@ def register_pair(
     if levels and ncc_after < ncc_rigid:
         # The pair holds no elastic misalignment the blocks can see (or the images differ too much): the
         # elastic field would only fit noise, so keep the rigid result.
-        fld = np.broadcast_to(g.shift.reshape(-1, *[1] * ref.ndim), (ref.ndim, *shape)).astype(np.float32).copy()
-        registered, valid, ncc_after = rigid, valid_region(fld), ncc_rigid
+        fld, registered, valid, ncc_after = rigid_field, rigid, valid_region(rigid_field), ncc_rigid
     return RegistrationResult(
         registered=registered,
+        moving=mov,
         field=fld,
         shift=g.shift,
         valid=valid,
@@ -143,10 +156,26 @@ def register_pair(
     )
 
 
-def qc_figure(ref: np.ndarray, mov: np.ndarray, result: RegistrationResult, path: str | os.PathLike) -> Path:
+def register_images(low: Image, high: Image, **kwargs: Any) -> RegistrationResult:
+    """:func:`register_pair` on two :class:`~fmc_ij.io.Image` s, their voxel sizes taken from the metadata."""
+    return register_pair(
+        high.data, low.data, spacing_ref=high.meta.voxel_size(), spacing_mov=low.meta.voxel_size(), **kwargs
+    )
+
+
+def write_registered(path: str | os.PathLike, result: RegistrationResult, low: Image, high: Image, box=None) -> Path:
+    """Write the registered LR image (optionally cropped to ``box``) in LR's dtype with HR's grid metadata."""
+    data = result.registered if box is None else result.registered[box]
+    meta = low.meta.replace(spacing=dict(high.meta.spacing), axes=high.meta.axes)
+    imwrite(path, to_dtype(data, low.data.dtype), meta)
+    return Path(path)
+
+
+def qc_figure(ref: np.ndarray, result: RegistrationResult, path: str | os.PathLike) -> Path:
     """Before/after overlays (magenta = reference, green = moving) and a quiver plot of the field."""
     from fmc_ij import report
 
+    mov = result.moving
     plt = report.plt
     sl = (ref.shape[0] // 2,) if ref.ndim == 3 else ()
 
@@ -202,10 +231,6 @@ def register_dataset(
     region (same file names, metadata kept), the fields (``fields/NAME.npy``), a QC PNG per pair and
     ``registration.csv``. The HR image is the reference; the LR image moves.
     """
-    from fmc_ij.io import discover, imread, imwrite, read_manifest, write_manifest, write_text_atomic
-    from fmc_ij.io.atomic import atomic_path
-    from fmc_ij.progress import track
-
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FmcInputError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
@@ -213,24 +238,13 @@ def register_dataset(
     rows: list[DatasetRow] = []
     for pair in track(pairs, "register", total=len(pairs)):
         lo, hi = imread(pair.low), imread(pair.high)
-        axes = hi.meta.axes
-        sr = [hi.meta.spacing.get(a, 1.0) for a in axes if a in "ZYX"]
-        sm = [lo.meta.spacing.get(a, 1.0) for a in lo.meta.axes if a in "ZYX"]
-        res = register_pair(hi.data, lo.data, spacing_ref=sr, spacing_mov=sm, elastic=elastic,
-                            min_block=min_block, min_similarity=min_similarity)  # fmt: skip
+        res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
         box = res.crop_box()
-        dtype = lo.data.dtype
-        reg = res.registered[box]
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            reg = np.clip(np.round(reg), info.min, info.max)
-        lo_meta = dataclasses.replace(lo.meta, spacing=dict(hi.meta.spacing), axes=axes)
-        imwrite(out / pair.low.relative_to(root), reg.astype(dtype), lo_meta)
+        write_registered(out / pair.low.relative_to(root), res, lo, hi, box)
         imwrite(out / pair.high.relative_to(root), hi.data[box], hi.meta)
         with atomic_path(out / "fields" / f"{pair.name}.npy") as tmp:
             np.save(tmp, res.field[(slice(None), *box)])
-        qc_figure(hi.data, resample(lo.data, sm, sr, hi.data.shape) if sm != sr else lo.data, res,
-                  out / "qc" / f"{pair.name}.png")  # fmt: skip
+        qc_figure(hi.data, res, out / "qc" / f"{pair.name}.png")
         rows.append(DatasetRow(pair.name, [round(float(v), 4) for v in res.shift], res.ncc_before, res.ncc_rigid,
                                res.ncc_after, [[s.start, s.stop] for s in box]))  # fmt: skip
     buf = _io.StringIO()

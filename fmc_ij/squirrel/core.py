@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from scipy import ndimage, optimize
 
 from fmc_ij.errors import FmcInputError
-from fmc_ij.squirrel import ij_ops as ij
+from fmc_ij.register import ij_ops as ij
 
 Method = Literal["nanoj", "binned"]
 SIGMA_RANGE = (0.5, 10.0)  # reference pixels, NanoJ's swarm bounds
@@ -87,6 +87,30 @@ def rsf_image(sigma_ref: float, m: int) -> np.ndarray:
     """The 2D RSF at image pixels (what NanoJ shows as the RSF output)."""
     k = rsf_kernel_1d(float(np.float32(sigma_ref * m)))
     return np.outer(k, k)
+
+
+def forward_model(
+    image: np.ndarray,
+    sigma: float | Sequence[float],
+    magnification: int | Sequence[int],
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+) -> np.ndarray:
+    """The reference SQUIRREL's model predicts: ``bin_m(K_sigma * (alpha image + beta))``, edges clamped.
+
+    ``sigma`` (reference pixels) and ``magnification`` are scalars or one value per axis (anisotropic volumes).
+    """
+    img = np.asarray(image, np.float64)
+    nd = img.ndim
+    sig = np.broadcast_to(np.asarray(sigma, float), (nd,))
+    mag = np.broadcast_to(np.asarray(magnification, int), (nd,))
+    out = alpha * img + beta
+    for ax in range(nd):
+        out = ndimage.correlate1d(out, rsf_kernel_1d(float(np.float32(sig[ax] * mag[ax]))), ax, mode="nearest")
+    ref_shape = [n // m for n, m in zip(img.shape, mag)]
+    out = out[tuple(slice(0, r * m) for r, m in zip(ref_shape, mag))]
+    return out.reshape([v for r, m in zip(ref_shape, mag) for v in (r, m)]).mean(tuple(range(1, 2 * nd, 2)))
 
 
 class _Objective:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fmc_ij.squirrel.core import ErrorMapResult
+from fmc_ij.squirrel.volume import VolumeErrorMapResult
 
 
 def write_outputs(results: list[ErrorMapResult], out: str | os.PathLike, *, stem: str, per_slice: bool = False):
@@ -63,3 +64,14 @@ def write_outputs(results: list[ErrorMapResult], out: str | os.PathLike, *, stem
     w.writerows(rows)
     write_text_atomic(out / f"{stem}_squirrel.csv", buf.getvalue())
     return rows
+
+
+def write_volume_outputs(result: VolumeErrorMapResult, out: str | os.PathLike, *, stem: str) -> dict[str, float]:
+    """Write ``{stem}_errormap.tif`` (ZYX) and ``{stem}_squirrel.json`` for an anisotropic 3D analysis."""
+    from fmc_ij.io import ImageMeta, imwrite, write_text_atomic
+
+    out = Path(out)
+    imwrite(out / f"{stem}_errormap.tif", result.error_map, ImageMeta(axes="ZYX"))
+    summary = {k: getattr(result, k) for k in ("sigma_z", "sigma_xy", "alpha", "beta", "rse", "rsp")}
+    write_text_atomic(out / f"{stem}_squirrel.json", json.dumps(summary, indent=2) + "\n")
+    return summary

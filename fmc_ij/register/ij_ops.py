@@ -1,4 +1,4 @@
-"""ImageJ 1 image operations as NanoJ-SQUIRREL calls them, reproduced so its numbers can be matched.
+"""ImageJ 1 image operations as NanoJ (Core and SQUIRREL) calls them, reproduced so its numbers can be matched.
 
 - :func:`resize_bicubic_up`: ``ImageProcessor.resize`` with BICUBIC to m times the size; ImageJ samples
   the source at ``x/m - 1/4`` (its ``dstCenter += scale/4``), and falls back to clamped bilinear near edges.
@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 
-def _cubic(t: np.ndarray, a: float = 0.5) -> np.ndarray:
+def cubic(t: np.ndarray, a: float = 0.5) -> np.ndarray:
+    """ImageJ's cubic convolution kernel (Catmull-Rom for a = 0.5)."""
     t = np.abs(t)
     return np.where(
         t <= 1, (2 - a) * t**3 + (a - 3) * t**2 + 1, np.where(t < 2, -a * t**3 + 5 * a * t**2 - 8 * a * t + 4 * a, 0.0)
@@ -55,8 +56,8 @@ def bicubic_sample(img: np.ndarray, x: np.ndarray, y: np.ndarray, background: fl
             row = np.zeros(xi.shape)
             for i in range(4):
                 u = ui - 1 + i
-                row += img[v, u] * _cubic(xi - u)
-            acc += row * _cubic(yi - v)
+                row += img[v, u] * cubic(xi - u)
+            acc += row * cubic(yi - v)
         out[inner] = acc
     return out
 
