@@ -35,3 +35,41 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     )
     with Progress(*columns, console=_console, transient=False) as bar:
         yield from bar.track(items, total=total, description=description)
+
+
+class Bar:
+    """A progress bar with live fields (loss, validation score) for loops that are not a plain iterable.
+
+    >>> with Bar(1000, "train") as bar:          # doctest: +SKIP
+    ...     bar.update(1, info="loss 0.031")
+    """
+
+    def __init__(self, total: int, description: str, completed: int = 0):
+        self.enabled = os.environ.get("FMC_IJ_PROGRESS", "1") != "0"
+        self._progress: Progress | None = None
+        self.total, self.description, self.completed = total, description, completed
+
+    def __enter__(self) -> Bar:
+        if self.enabled:
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self._progress = Progress(*columns, console=_console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, completed=self.completed, info="")
+        return self
+
+    def update(self, advance: int = 1, info: str | None = None) -> None:
+        if self._progress is not None:
+            fields = {} if info is None else {"info": info}
+            self._progress.update(self._task, advance=advance, **fields)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

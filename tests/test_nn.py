@@ -99,3 +99,27 @@ def test_wang_losses_definition():
     # Perfect prediction: MSE 0, SSIM 1, so L(G) = -log D(G(x)).
     assert float(wang_generator_loss(d_fake, pred, target)) == pytest.approx(-math.log(0.25), rel=1e-5)
     assert float(wang_discriminator_loss(d_real, d_fake)) == pytest.approx(-math.log(0.8) - math.log(0.75), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        UNet(3, depth=2, base=4, pool=pool_factors(2, 3, (1.0, 0.4, 0.4))),
+        UNet(2, depth=2, base=4, kernel=5),
+        WangGenerator(2, base=2, depth=2),
+    ],
+    ids=["unet3d-anisotropic", "unet2d-k5", "wang2d"],
+)
+def test_receptive_radius_bounds_the_influence(net):
+    """No input voxel beyond the stated radius changes an output voxel; the bound is tight to a pooling cell."""
+    torch.manual_seed(0)
+    r = net.receptive_radius()
+    m = net.size_multiple()
+    size = [2 * (ri + mi) + mi - (2 * (ri + mi)) % mi for ri, mi in zip(r, m)]
+    x = torch.rand(1, 1, *size, requires_grad=True)
+    centre = tuple(s // 2 for s in size)
+    net(x)[(0, 0, *centre)].backward()
+    nz = np.argwhere(x.grad[0, 0].abs().numpy() > 0)
+    reach = np.abs(nz - np.array(centre)).max(0)
+    assert (reach <= np.array(r)).all(), (reach, r)
+    assert (reach >= np.array(r) - 2 * (np.array(m) - 1)).all(), (reach, r)  # pooling cells are one-sided

@@ -29,10 +29,11 @@ class Normalizer:
 
     @classmethod
     def fit(cls, image: np.ndarray, pmin: float = 2.0, pmax: float = 99.8, max_samples: int = 2**22) -> Normalizer:
-        """Percentiles of the image (a regular subsample above ``max_samples`` voxels: same answer to ~1e-3)."""
-        flat = np.asarray(image).reshape(-1)
-        step = max(1, flat.size // max_samples)
-        lo, hi = np.percentile(flat[::step], (pmin, pmax))
+        """Percentiles of the image (a regular subsample above ``max_samples`` voxels: same answer to ~1e-3).
+
+        ``image`` may be lazy (memmap, zarr): only the subsample is read.
+        """
+        lo, hi = np.percentile(np.asarray(image[subsample_slices(image.shape, max_samples)]), (pmin, pmax))
         if not np.isfinite([lo, hi]).all():
             raise FmcInputError("image contains NaN or infinite values; cannot normalise it")
         return cls(float(lo), float(hi if hi > lo else lo + 1.0))
@@ -42,6 +43,13 @@ class Normalizer:
 
     def invert(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, np.float32) * np.float32(self.hi - self.lo) + np.float32(self.lo)
+
+
+def subsample_slices(shape: Sequence[int], max_voxels: int) -> tuple[slice, ...]:
+    """Strides (the same along every axis) that keep at most ``max_voxels`` of an array of ``shape``."""
+    n = int(np.prod(shape))
+    step = max(1, int(np.ceil((n / max_voxels) ** (1.0 / len(shape))))) if n > max_voxels else 1
+    return tuple(slice(None, None, step) for _ in shape)
 
 
 def foreground_weights(target: np.ndarray, smooth: float = 2.0) -> np.ndarray:
@@ -64,12 +72,14 @@ def sample_patches(
     fg_fraction: float = 0.8,
     min_fg: float = 0.02,
     max_tries: int = 50,
+    stride: int = 1,
 ) -> np.ndarray:
     """Corners (n, ndim) of ``n`` patches of size ``patch`` inside ``target``.
 
     A fraction ``fg_fraction`` of the patches is centred on a random foreground voxel; any patch whose
     foreground share is below ``min_fg`` is redrawn (up to ``max_tries`` times), so background-only patches
-    are rare but not impossible when a volume has little foreground.
+    are rare but not impossible when a volume has little foreground. ``foreground`` may be given at a
+    coarser ``stride`` (``target[::stride, ...]``), so large lazy volumes need only a small mask in memory.
     """
     shape = np.asarray(target.shape)
     size = np.asarray(patch)
@@ -82,11 +92,11 @@ def sample_patches(
     for i in range(n):
         for _ in range(max_tries):
             if len(fg_idx) and rng.random() < fg_fraction:
-                centre = np.array(np.unravel_index(fg_idx[rng.integers(len(fg_idx))], fg.shape))
-                c = np.clip(centre - size // 2, 0, hi)
+                centre = np.array(np.unravel_index(fg_idx[rng.integers(len(fg_idx))], fg.shape)) * stride
+                c = np.clip(centre + stride // 2 - size // 2, 0, hi)
             else:
                 c = np.array([rng.integers(0, h + 1) for h in hi])
-            sl = tuple(slice(a, a + b) for a, b in zip(c, size))
+            sl = tuple(slice(a // stride, max(a // stride + 1, (a + b) // stride)) for a, b in zip(c, size))
             if not len(fg_idx) or fg[sl].mean() >= min_fg:
                 break
         corners[i] = c

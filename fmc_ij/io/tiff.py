@@ -244,9 +244,17 @@ def imread(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     return img.transpose(axes) if axes and axes.upper() != meta.axes else img
 
 
-def _to_imagej_order(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+def _to_imagej_order(data: Any, axes: str) -> tuple[Any, str]:
     order = "".join(a for a in IMAGEJ_ORDER if a in axes)
-    return np.transpose(data, [axes.index(a) for a in order]), order
+    if order == axes:
+        return data, order  # lazy arrays stay lazy
+    return np.transpose(np.asarray(data), [axes.index(a) for a in order]), order
+
+
+def _pages(arr: Any):
+    """The 2D planes of a lazy array, one at a time (tifffile writes them as they come)."""
+    for idx in np.ndindex(*arr.shape[:-2]):
+        yield np.asarray(arr[idx])
 
 
 def imwrite(
@@ -265,8 +273,9 @@ def imwrite(
     ----------
     path : path-like
         Output file; ``*.ome.tif[f]`` selects the OME flavour by default, otherwise ImageJ.
-    data : ndarray
-        The pixels, with one dimension per letter of ``meta.axes``.
+    data : ndarray or lazy array
+        The pixels, with one dimension per letter of ``meta.axes``. A lazy array (zarr, memmap-like: ``shape``,
+        ``dtype``, slicing) is written plane by plane without being loaded whole (untiled flavours).
     meta : ImageMeta, optional
         Metadata; defaults to uncalibrated with CSBDeep default axes.
     flavour : {"imagej", "ome", "fmc"}, optional
@@ -279,14 +288,16 @@ def imwrite(
         Default: on for ``"fmc"`` and for data over ~4 GB.
     """
     path = Path(path)
-    data = np.asarray(data)
+    if isinstance(data, np.ndarray) or not all(hasattr(data, a) for a in ("shape", "dtype", "__getitem__")):
+        data = np.asarray(data)
     if meta is None:
         meta = meta_from_dict({}, data.ndim)
     check_axes(meta.axes, data.ndim)
     check_dtype(data.dtype, f"{path}")
     if flavour is None:
         flavour = "ome" if path.name.lower().endswith((".ome.tif", ".ome.tiff")) else "imagej"
-    large = data.nbytes > _CLASSIC_TIFF_LIMIT
+    nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    large = nbytes > _CLASSIC_TIFF_LIMIT
     kwargs: dict[str, Any] = {"compression": compression, "photometric": "minisblack"}
     sx, sy = meta.spacing.get("X", 1.0), meta.spacing.get("Y", 1.0)
 
@@ -298,7 +309,7 @@ def imwrite(
             )
         if large:
             raise FmcInputError(
-                f"{path}: {data.nbytes / 2**30:.1f} GiB is too large for an ImageJ TIFF; use flavour='ome' or 'fmc'"
+                f"{path}: {nbytes / 2**30:.1f} GiB is too large for an ImageJ TIFF; use flavour='ome' or 'fmc'"
             )
         arr, axes = _to_imagej_order(data, meta.axes)
         md: dict[str, Any] = {"axes": axes, "unit": _ij_escape(meta.unit if meta.unit != "pixel" else "pixel")}
@@ -341,6 +352,12 @@ def imwrite(
     else:
         raise FmcInputError(f"unknown TIFF flavour {flavour!r}: use 'imagej', 'ome' or 'fmc'")
 
+    if not isinstance(arr, np.ndarray) and kwargs.get("tile") is None:
+        # A lazy array (zarr, a converting view) is written plane by plane: memory stays one plane.
+        kwargs.update(shape=tuple(arr.shape), dtype=np.dtype(arr.dtype))
+        arr = _pages(arr)
+    elif not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr[...])
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, arr, **kwargs)
     return path

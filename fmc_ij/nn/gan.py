@@ -74,6 +74,11 @@ class WangGenerator(nn.Module):
     def size_multiple(self) -> list[int]:
         return [1 << self.depth] * self.ndim
 
+    def receptive_radius(self) -> list[int]:
+        """Per-axis radius of influence: 3 convs per block at each scale, plus pooling / upsampling."""
+        r = sum(2 * 3 * (1 << level) + 2 * (1 << level) for level in range(self.depth)) + 3 * (1 << self.depth)
+        return [r] * self.ndim
+
 
 class WangDiscriminator(nn.Module):
     """Conv layer, 5 conv blocks (conv, LeakyReLU, 2x average pooling), global pooling, 2 FC layers, sigmoid."""

@@ -15,11 +15,16 @@ from fmc_ij.metrics.ssim import K1, K2, gaussian_weights
 
 
 def _gauss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian over the spatial axes of (N, C, *spatial) via grouped convolutions."""
+    """Separable 'valid' Gaussian over the spatial axes of (N, C, *spatial) via grouped convolutions.
+
+    Axes shorter than the window are left unfiltered (a thin patch is then compared plane by plane).
+    """
     nd = x.dim() - 2
     conv = F.conv3d if nd == 3 else F.conv2d
     c = x.shape[1]
     for ax in range(nd):
+        if x.shape[2 + ax] < w.numel():
+            continue
         shape = [c, 1] + [1] * nd
         shape[2 + ax] = w.numel()
         x = conv(x, w.reshape(shape).expand(shape), groups=c)

@@ -112,6 +112,7 @@ class UNet(nn.Module):
             self.up_blocks.append(ConvBlock(2 * (base << level), base << level, ndim, kernel, n_conv, norm))
             c = base << level
         self.head = conv(c, out_channels * (2 if probabilistic else 1), 1)
+        self.kernel, self.n_conv = kernel, n_conv
 
     def _pool(self, x: torch.Tensor, k: list[int]) -> torch.Tensor:
         if self.ndim == 3:
@@ -145,3 +146,17 @@ class UNet(nn.Module):
         for p in self.pool_sizes:
             m = [a * b for a, b in zip(m, p)]
         return m
+
+    def receptive_radius(self) -> list[int]:
+        """Per-axis radius (voxels) of the region that influences one output voxel.
+
+        Every convolution at a level of scale ``s`` adds ``(kernel // 2) * s``; a pooling and its transposed
+        convolution add ``(p - 1) * s`` each. Tiles with this much context on each side reproduce whole-array
+        inference.
+        """
+        r = [0] * self.ndim
+        scale = [1] * self.ndim
+        for p in self.pool_sizes:
+            r = [ri + 2 * self.n_conv * (self.kernel // 2) * si + 2 * (pi - 1) * si for ri, si, pi in zip(r, scale, p)]
+            scale = [si * pi for si, pi in zip(scale, p)]
+        return [ri + self.n_conv * (self.kernel // 2) * si for ri, si in zip(r, scale)]

@@ -1,0 +1,50 @@
+"""Whole-array inference with the padding a U-Net needs (sizes a multiple of its pooling)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def size_multiple(model: torch.nn.Module, ndim: int) -> list[int]:
+    """Per-axis size multiple the network needs (1 when it has no pooling)."""
+    fn = getattr(model, "size_multiple", None)
+    return list(fn()) if callable(fn) else [1] * ndim
+
+
+def forward_padded(
+    model: torch.nn.Module, x: torch.Tensor, multiple: Sequence[int], halo: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``model(x)`` for (N, C, *spatial) ``x`` of any size: reflect-pad, run, crop back.
+
+    ``halo`` voxels of mirrored context on every side keep the network's own zero-padding artefacts (a dark
+    rim one voxel wide) out of the result; further padding reaches a size ``multiple``, split between both
+    sides so the border the network sees is symmetric.
+    """
+    spatial = x.shape[2:]
+    halo = list(halo) if halo is not None else [0] * len(spatial)
+    pads: list[int] = []
+    for n, m, h in zip(reversed(spatial), reversed(list(multiple)), reversed(halo)):
+        extra = (-(n + 2 * h)) % m
+        pads += [h + extra // 2, h + extra - extra // 2]
+    if any(pads):
+        # reflect needs pad < size; replicate covers tiny axes.
+        rev = list(reversed(spatial))
+        mode = "reflect" if all(max(pads[2 * i : 2 * i + 2]) < n for i, n in enumerate(rev)) else "replicate"
+        x = F.pad(x, pads, mode=mode)
+    y = model(x)
+    if any(pads):
+        sl = [slice(None), slice(None)]
+        for i, n in enumerate(spatial):
+            lo = pads[2 * (len(spatial) - 1 - i)]
+            sl.append(slice(lo, lo + n))
+        y = y[tuple(sl)]
+    return y
+
+
+def receptive_radius(model: torch.nn.Module, ndim: int) -> list[int]:
+    """The network's per-axis receptive radius (0 for a model that does not report one)."""
+    fn = getattr(model, "receptive_radius", None)
+    return list(fn()) if callable(fn) else [0] * ndim

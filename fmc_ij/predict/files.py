@@ -1,0 +1,156 @@
+"""Prediction of files and folders: the challenge container layout, metadata kept, outputs written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.io import Image, imwrite, open_lazy, to_dtype
+from fmc_ij.predict.core import Prediction, fallback_blend, predict_array
+from fmc_ij.predict.model import Predictor
+
+Output = Literal["input", "float32", "normalized"]
+_SUFFIXES = (".tif", ".tiff")
+#: Above this many voxels a prediction streams through an on-disk zarr store: memory follows the tile.
+STREAM_VOXELS = 2**26
+
+
+class _Fresh:
+    """Reads a memory-mapped file through a new mapping each time, so pages read once are not kept resident:
+    the process's memory follows the tile, not the file."""
+
+    def __init__(self, path: Path, like: Any):
+        self.path, self.shape, self.dtype, self.ndim = path, tuple(like.shape), np.dtype(like.dtype), like.ndim
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        m = open_lazy(self.path).data
+        out = np.array(m[idx])
+        del m
+        return out
+
+
+class _Converted:
+    """A lazy view that converts what is read (``fn``) from an on-disk array."""
+
+    def __init__(self, src: Any, fn: Callable[[np.ndarray], np.ndarray], dtype: Any):
+        self.src, self.fn, self.shape, self.dtype, self.ndim = src, fn, tuple(src.shape), np.dtype(dtype), src.ndim
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return self.fn(np.asarray(self.src[idx]))
+
+
+def predict_file(
+    predictor: Predictor,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    output: Output = "input",
+    uncertainty: bool = True,
+    fallback: Literal["difference", "uncertainty"] | None = None,
+    tile: Sequence[int] | None = None,
+    halo: Sequence[int] | None = None,
+    batch: int = 1,
+    progress: bool = True,
+    stream: bool | None = None,
+) -> list[Path]:
+    """Predict one image file; write ``dst`` (and ``<dst stem>_uncertainty.tif``) with the input's metadata.
+
+    ``output``: ``"input"`` maps the prediction back to the input's intensity scale and dtype (uint16 for
+    the challenge), ``"float32"`` keeps that scale as float32, ``"normalized"`` writes target-normalised units.
+    ``stream`` (default: above :data:`STREAM_VOXELS`) reads the input tile by tile and writes the result
+    through a temporary zarr store beside ``dst``, plane by plane: peak memory follows the tile.
+    """
+    src, dst = Path(src), Path(dst)
+    img = open_lazy(src)
+    if img.axes not in ("YX", "ZYX"):
+        raise FmcInputError(f"{src.name}: axes {img.axes}; prediction takes single-channel YX or ZYX images")
+    kw = {"tile": tile, "halo": halo, "batch": batch, "progress": progress}
+    if not (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream):
+        pred = predict_array(predictor, img.data, **kw)
+        return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty, fallback=fallback)
+    if fallback is not None:
+        raise FmcInputError(f"{src.name}: --fallback needs the volume in memory; it is too large, predict without it")
+    import zarr
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".fmc-predict-") as tmp:
+        chunks = (*[1] * (len(img.shape) - 2), *(min(n, 512) for n in img.shape[-2:]))
+        mean = zarr.open_array(f"{tmp}/mean.zarr", mode="w", shape=img.shape, chunks=chunks, dtype="float32")
+        unc = None
+        if uncertainty and predictor.has_uncertainty:
+            unc = zarr.open_array(f"{tmp}/unc.zarr", mode="w", shape=img.shape, chunks=chunks, dtype="float32")
+        reader = _Fresh(src, img.data) if isinstance(img.data, np.memmap) else img.data
+        pred = predict_array(predictor, reader, out=mean, uncertainty_out=unc, **kw)
+        return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty)
+
+
+def write_prediction(
+    img: Image,
+    dst: str | os.PathLike,
+    pred: Prediction,
+    *,
+    output: Output = "input",
+    uncertainty: bool = True,
+    fallback: Literal["difference", "uncertainty"] | None = None,
+) -> list[Path]:
+    """Write a :class:`Prediction` of ``img`` (fallback, rescaling and dtype as in :func:`predict_file`)."""
+    dst = Path(dst)
+    mean, unc, norm = pred.image, pred.uncertainty, pred.normalizer
+    if fallback is not None:
+        mean = fallback_blend(norm(np.asarray(img.data)), np.asarray(mean), unc, mode=fallback)
+    scale = np.float32(1.0 if output == "normalized" else norm.hi - norm.lo)
+
+    def convert(a: np.ndarray) -> np.ndarray:
+        if output == "normalized":
+            return np.asarray(a, np.float32)
+        return to_dtype(norm.invert(a), img.dtype) if output == "input" else norm.invert(a)
+
+    def lazy(a: Any, fn: Callable[[np.ndarray], np.ndarray], dtype: Any) -> Any:
+        # In-memory results convert at once; on-disk ones (streaming) convert plane by plane while written.
+        return fn(a) if isinstance(a, np.ndarray) else _Converted(a, fn, dtype)
+
+    out_dtype = img.dtype if output == "input" else np.float32
+    written = [imwrite(dst, lazy(mean, convert, out_dtype), img.meta)]
+    if uncertainty and unc is not None:
+        sd = lazy(unc, lambda a: (np.asarray(a) * scale).astype(np.float32), np.float32)
+        written.append(imwrite(dst.with_name(dst.name.split(".")[0] + "_uncertainty.tif"), sd, img.meta))
+    return written
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike], pattern: str = "*") -> list[tuple[Path, Path]]:
+    """(file, path relative to its root) for every TIFF given directly or found (matching ``pattern``) in a
+    given folder."""
+    found = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob(pattern) if f.suffix.lower() in _SUFFIXES and f.is_file())
+            if not files:
+                raise FmcInputError(f"{p}: no TIFF images matching {pattern} inside")
+            found += [(f, f.relative_to(p)) for f in files]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            raise FmcInputError(f"{p}: no such file or folder")
+    return found
+
+
+def predict_files(
+    predictor: Predictor, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, pattern: str = "*", **kwargs
+) -> list[Path]:
+    """Predict every input into ``out`` under the same relative names (a challenge container's contract)."""
+    out = Path(out)
+    pairs = collect_inputs(inputs, pattern)
+    for src, rel in pairs:
+        if (out / rel).resolve() == src.resolve():
+            raise FmcInputError(f"--out {out} would overwrite the input {src.name}; inputs are never modified")
+    written: list[Path] = []
+    for src, rel in pairs:
+        written += predict_file(predictor, src, out / rel, **kwargs)
+    return written

@@ -1,0 +1,129 @@
+"""Trained models for prediction: an fmc-ij run (``model.pt`` + config), or an ensemble of runs' members."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.nn.factory import ModelConfig, build_model
+from fmc_ij.nn.infer import receptive_radius, size_multiple
+from fmc_ij.train.checkpoint import MODEL
+
+
+@dataclass
+class Predictor:
+    """One network or an ensemble, ready to run on normalised tensors.
+
+    Attributes
+    ----------
+    nets : list of torch.nn.Module
+        Ensemble members (one for a plain run), in eval mode on ``device``.
+    model : ModelConfig
+    pmin, pmax : float
+        The percentiles the inputs were normalised with in training (applied the same way here).
+    """
+
+    nets: list[torch.nn.Module]
+    model: ModelConfig
+    pmin: float = 2.0
+    pmax: float = 99.8
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    source: str = ""
+    #: Activation memory one tile may use (MB); sets the default tile size.
+    memory_mb: float = 1024.0
+
+    @property
+    def ndim(self) -> int:
+        return self.model.ndim
+
+    @property
+    def multiple(self) -> list[int]:
+        return size_multiple(self.nets[0], self.ndim)
+
+    @property
+    def radius(self) -> list[int]:
+        return receptive_radius(self.nets[0], self.ndim)
+
+    @property
+    def max_tile_voxels(self) -> int:
+        """Largest tile for :attr:`memory_mb`: inference holds about 32 x ``base`` bytes per voxel (measured)."""
+        return int(self.memory_mb * 2**20 / (32 * self.model.base))
+
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.model.probabilistic or len(self.nets) > 1
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, uncertainty) for a normalised (N, 1, *spatial) batch whose size fits :attr:`multiple`.
+
+        The uncertainty is the Laplace scale (``sqrt(2) * b``, a standard deviation) for a probabilistic
+        model, the members' standard deviation for an ensemble (both combined when both apply), else None.
+        """
+        x = x.to(self.device)
+        if x.dim() == 5 and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        means, scales = [], []
+        for net in self.nets:
+            with torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext():
+                out = net(x).float()
+            means.append(out[:, :1])
+            if self.model.probabilistic:
+                scales.append(torch.exp(out[:, 1:2].clamp(-10, 10)) * 2**0.5)
+        mean = torch.stack(means).mean(0)
+        var = torch.stack(means).var(0, unbiased=False) if len(means) > 1 else None
+        if scales:
+            s2 = torch.stack(scales).pow(2).mean(0)
+            var = s2 if var is None else var + s2
+        if self.model.output_floor is not None:
+            mean = mean.clamp_min(self.model.output_floor)
+        return mean, (var.sqrt() if var is not None else None)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FmcInputError("device cuda requested but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def _model_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if (path / MODEL).is_file():
+        return [path / MODEL]
+    members = sorted(path.glob(f"member_*/{MODEL}"))
+    if members:
+        return members
+    raise FmcInputError(f"{path}: no {MODEL} (nor member_*/{MODEL}); pass an fmc-ij training run folder")
+
+
+def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor:
+    """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), one ``model.pt`` file or a
+    training checkpoint (``checkpoints/last.pt``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FmcInputError(f"{path}: no such model; pass a training run folder (fmc-ij train --out)")
+    dev = _device(device)
+    nets, cfg, data = [], None, {}
+    for f in _model_files(path):
+        try:
+            saved = torch.load(f, map_location="cpu", weights_only=False)
+            mcfg = ModelConfig(**saved["config"]["model"])
+        except Exception as err:
+            raise FmcInputError(f"{f}: not an fmc-ij model file ({type(err).__name__})") from None
+        if cfg is not None and mcfg != cfg:
+            raise FmcInputError(f"{f}: ensemble members differ in architecture; train them with one config")
+        net = build_model(mcfg)
+        net.load_state_dict(saved["state_dict"] if "state_dict" in saved else saved["model"])  # model.pt / checkpoint
+        nets.append(net.to(dev).eval())
+        cfg, data = mcfg, saved["config"].get("data", {})
+    assert cfg is not None
+    return Predictor(nets, cfg, float(data.get("pmin", 2.0)), float(data.get("pmax", 99.8)), dev, str(path))

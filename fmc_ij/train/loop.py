@@ -1,0 +1,463 @@
+"""The training loop: CARE (supervised losses) and the Wang et al. GAN, single process or distributed.
+
+Run layout (``out/``)::
+
+    config.yaml          the full TrainConfig (rebuilds the model)
+    model.pt             best weights + config (what prediction and export read)
+    checkpoints/last.pt  full state every ``checkpoint_every`` steps and at each validation
+    checkpoints/best.pt  full state at the best validation N_SSIM
+    log.csv              one row per validation (step, time, lr, losses, val SSIM / N_SSIM overall and per channel)
+    training.png         loss and validation curves
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes an equal share of every global batch
+and gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPU), so the loss curve is that of
+one process with the same global batch. Rank 0 validates, logs and writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from fmc_ij.data.pairs import PatchBatches, TrainPair, load_pairs, split_by_specimen
+from fmc_ij.data.semisynthetic import isotropic_dataset
+from fmc_ij.errors import FmcInputError
+from fmc_ij.metrics.ssim import n_ssim, ssim
+from fmc_ij.nn.factory import build_discriminator, build_model
+from fmc_ij.nn.infer import forward_padded, size_multiple
+from fmc_ij.nn.losses import LOSSES, laplace_nll, n_ssim_loss, wang_discriminator_loss
+from fmc_ij.nn.losses import ssim as ssim_t
+from fmc_ij.progress import Bar
+from fmc_ij.train.checkpoint import (
+    BEST,
+    LAST,
+    MODEL,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+)
+from fmc_ij.train.config import TrainConfig
+from fmc_ij.train.log import write_log
+
+
+@dataclass
+class TrainResult:
+    """Where a run went and how it ended."""
+
+    out: Path
+    step: int
+    best_step: int
+    best_n_ssim: float
+    stopped: str  # "steps", "early-stopping", "time-limit"
+    history: list[dict[str, Any]]
+
+
+# -- environment ------------------------------------------------------------------------------------------
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise FmcInputError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FmcInputError("device cuda requested but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def _setup_torch(cfg: TrainConfig, device: torch.device, world: int) -> None:
+    if device.type == "cpu":
+        # CPU processes share the cores: each distributed process gets its share.
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        torch.set_num_threads(threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+# -- losses -----------------------------------------------------------------------------------------------
+def make_loss(weights: dict[str, float], probabilistic: bool) -> Callable[..., torch.Tensor]:
+    """The weighted sum of the configured losses, as ``loss(out, target, input)``."""
+
+    def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mean = out[:, : y.shape[1]] if probabilistic else out
+        total = out.new_zeros(())
+        for name, w in weights.items():
+            if w == 0:
+                continue
+            if name == "laplace":
+                term = laplace_nll(out, y)
+            elif name == "n_ssim":
+                term = n_ssim_loss(mean, y, x)
+            else:
+                term = LOSSES[name](mean, y)
+            total = total + w * term
+        return total
+
+    return loss
+
+
+# -- validation -------------------------------------------------------------------------------------------
+def _centre_crop(shape: tuple[int, ...], crop: list[int], multiple: list[int]) -> tuple[slice, ...]:
+    crop = list(crop)[-len(shape) :] if len(crop) >= len(shape) else [1] * (len(shape) - len(crop)) + list(crop)
+    out = []
+    for i, (n, c) in enumerate(zip(shape, crop)):
+        m = multiple[i - (len(shape) - len(multiple))] if i >= len(shape) - len(multiple) else 1
+        size = min(n, c)
+        size = max(m, size - size % m) if n >= m else n
+        lo = (n - size) // 2
+        out.append(slice(lo, lo + size))
+    return tuple(out)
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module, pairs: list[TrainPair], cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Challenge metrics on the centre crop (``data.val_crop``) of every validation pair.
+
+    N_SSIM and SSIM are computed exactly as :mod:`fmc_ij.evaluate` does (each image percentile-normalised);
+    a 2D model on volumes predicts the crop plane by plane.
+    """
+    model.eval()
+    mult = size_multiple(model, cfg.model.ndim)
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for p in pairs:
+        sl = _centre_crop(p.shape, cfg.data.val_crop, mult)
+        x, y = p.norm_low(p.low[sl]), p.norm_high(p.high[sl])
+        xt = torch.from_numpy(x).to(device)
+        xt = xt[:, None] if (cfg.model.ndim == 2 and x.ndim == 3) else xt[None, None]
+        with _autocast(device):
+            out = forward_padded(model, xt, mult, halo=[4 * m for m in mult])[:, :1].float()
+        if cfg.model.output_floor is not None:
+            out = out.clamp_min(cfg.model.output_floor)
+        pred = out[:, 0].cpu().numpy() if cfg.model.ndim == 2 and x.ndim == 3 else out[0, 0].cpu().numpy()
+        mae = float(np.abs(pred - y).mean())
+        # A crop thinner than the SSIM window (a few planes for a 2D model) is scored plane by plane.
+        trios = [(pred, y, x)] if pred.ndim == 2 or pred.shape[0] > 10 else list(zip(pred, y, x))
+        s = float(np.mean([ssim(a, b, data_range=1.0) for a, b, _ in trios]))
+        ns = float(np.nanmean([n_ssim(a, b, c) for a, b, c in trios]))
+        rows.setdefault(p.channel or "all", []).append((mae, s, ns))
+    model.train()
+    res: dict[str, float] = {}
+    every = [r for v in rows.values() for r in v]
+    for key, vals in [("", every), *((f"_{k}", v) for k, v in rows.items() if len(rows) > 1)]:
+        arr = np.array(vals, float)
+        res[f"val_mae{key}"], res[f"val_ssim{key}"] = float(arr[:, 0].mean()), float(arr[:, 1].mean())
+        res[f"val_n_ssim{key}"] = float(np.nanmean(arr[:, 2])) if np.isfinite(arr[:, 2]).any() else float("nan")
+    return res
+
+
+def _autocast(device: torch.device):
+    # bf16 on GPUs; CPUs without bf16 units (AVX2 only) would get slower, so float32 there.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _score(metrics: dict[str, float]) -> float:
+    v = metrics.get("val_n_ssim", float("nan"))
+    return v if math.isfinite(v) else -metrics.get("val_mae", float("inf"))
+
+
+# -- optimisation -----------------------------------------------------------------------------------------
+def _optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr or o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    o = cfg.optim
+    if o.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+
+    def factor(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / (o.warmup_steps + 1)
+        if o.schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _to(x: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    t = torch.from_numpy(x).to(device, non_blocking=True)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last_3d if t.dim() == 5 else torch.channels_last)
+    return t
+
+
+def _load_pairs(cfg: TrainConfig) -> list[TrainPair]:
+    d = cfg.data
+    if not d.root:
+        raise FmcInputError("no training data: set data.root (fmc-ij train --data DIR)")
+    if d.mode == "isotropic":
+        return isotropic_dataset(d.root, d.low or "*.tif*", psf_axial_fwhm=d.psf_axial_fwhm,
+                                 psf_lateral_fwhm=d.psf_lateral_fwhm, pmin=d.pmin, pmax=d.pmax)  # fmt: skip
+    return load_pairs(d.root, channels=d.channels, low=d.low, high=d.high, pmin=d.pmin, pmax=d.pmax)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    pairs: list[TrainPair] | None = None,
+    overwrite: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> list[TrainResult]:
+    """Train ``cfg.ensemble`` models (seeds ``seed``, ``seed + 1``, ...) into ``out`` (or ``out/member_K``).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    out : path
+        The run folder; must be empty unless ``resume`` or ``overwrite``.
+    resume : bool
+        Continue from ``checkpoints/last.pt`` (the config saved there wins over ``cfg``).
+    pairs : list of TrainPair, optional
+        Training data in memory (default: ``cfg.data.root`` opened lazily).
+    on_step : callable, optional
+        Called with the step number after every optimisation step (tests use it to interrupt a run).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise FmcInputError(f"{out} exists and is not empty; pass --resume to continue it or --overwrite")
+    if resume and (out / "config.yaml").is_file():
+        cfg = TrainConfig.load(out / "config.yaml")
+    if pairs is None:
+        pairs = _load_pairs(cfg)
+    train_pairs, val_pairs = split_by_specimen(
+        pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    dist_info = _init_distributed(device)
+    if dist_info.main:
+        cfg.save(out / "config.yaml")
+    results = []
+    for k in range(cfg.ensemble):
+        member = cfg.model_copy(update={"seed": cfg.seed + k})
+        run = out if cfg.ensemble == 1 else out / f"member_{k}"
+        results.append(_train_one(member, run, train_pairs, val_pairs, device, dist_info, resume, on_step))
+    return results
+
+
+def _train_one(
+    cfg: TrainConfig,
+    out: Path,
+    train_pairs: list[TrainPair],
+    val_pairs: list[TrainPair],
+    device: torch.device,
+    dd: _Dist,
+    resume: bool,
+    on_step: Callable[[int], None] | None,
+) -> TrainResult:
+    _setup_torch(cfg, device, dd.world)
+    if cfg.data.batch % dd.world:
+        raise FmcInputError(f"batch {cfg.data.batch} does not split over {dd.world} processes; use a multiple")
+    mcfg = cfg.model.resolve_pool(train_pairs[0].spacing)
+    cfg = cfg.model_copy(update={"model": mcfg})
+    patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
+    batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
+                           min_fg=cfg.data.min_fg, augment=cfg.data.augment)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg).to(device)
+    mult = size_multiple(model, mcfg.ndim)
+    if any(p % m for p, m in zip(cfg.data.patch, mult)):
+        raise FmcInputError(f"patch {cfg.data.patch} must be a multiple of {mult} for this network")
+    channels_last = True  # faster 3D convolutions on CPU (oneDNN) and GPU (cuDNN)
+    model = model.to(memory_format=torch.channels_last_3d if mcfg.ndim == 3 else torch.channels_last)
+    opt = _optimizer(model.parameters(), cfg)
+    sched = _scheduler(opt, cfg)
+    disc = d_opt = None
+    if cfg.gan is not None:
+        disc = build_discriminator(cfg.gan.discriminator, mcfg.ndim).to(device)
+        d_opt = _optimizer(disc.parameters(), cfg, lr=cfg.gan.d_lr)
+    loss_fn = make_loss(cfg.loss, mcfg.probabilistic)
+
+    step, best, best_step, bad, elapsed0, history = 0, -math.inf, 0, 0, 0.0, []
+    run_loss, run_d, n_run, n_d = 0.0, 0.0, 0, 0  # loss sums since the last log row
+    ckpt_dir = out / "checkpoints"
+    if resume:
+        st = load_checkpoint(ckpt_dir / LAST, device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if disc is not None:
+            disc.load_state_dict(st["disc"])
+            d_opt.load_state_dict(st["disc_optimizer"])
+        step, best, best_step, bad = st["step"], st["best"], st["best_step"], st["bad"]
+        elapsed0, history = st["elapsed"], st["history"]
+        run_loss, run_d, n_run, n_d = st["running"]
+        set_rng_state(st["rng"])
+        if step >= cfg.steps or st.get("stopped"):
+            return TrainResult(out, step, best_step, best, st.get("stopped") or "steps", history)
+
+    ddp_model, ddp_disc = model, disc
+    if dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        ddp_model = DDP(model, device_ids=ids)
+        if disc is not None:
+            ddp_disc = DDP(disc, device_ids=ids)
+
+    share = cfg.data.batch // dd.world
+    items = range(dd.rank * share, (dd.rank + 1) * share)
+    t_start = time.perf_counter()
+    stopped = "steps"
+
+    def state(stop: str | None = None) -> dict[str, Any]:
+        s = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "step": step, "best": best, "best_step": best_step, "bad": bad, "history": history,
+             "elapsed": elapsed0 + time.perf_counter() - t_start, "rng": rng_state(),
+             "config": cfg.model_dump(mode="json"), "stopped": stop,
+             "running": (run_loss, run_d, n_run, n_d)}  # fmt: skip
+        if disc is not None:
+            s["disc"], s["disc_optimizer"] = disc.state_dict(), d_opt.state_dict()
+        return s
+
+    bar = Bar(cfg.steps, f"train {out.name}", completed=step) if dd.main else None
+    with bar if bar is not None else nullcontext():
+        while step < cfg.steps:
+            x_np, y_np = batches.batch(step, items)
+            x, y = _to(x_np, device, channels_last), _to(y_np, device, channels_last)
+            with _autocast(device):
+                if cfg.gan is None:
+                    loss = loss_fn(ddp_model(x), y, x)
+                    d_loss = None
+                else:
+                    loss, d_loss = _gan_losses(cfg, ddp_model, disc, ddp_disc, d_opt, x, y, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            if cfg.optim.schedule != "plateau":
+                sched.step()
+            step += 1
+            stats = torch.tensor([loss.item(), d_loss.item() if d_loss is not None else 0.0, float(d_loss is not None)])
+            if dd.world > 1:
+                dist.all_reduce(stats)
+                stats /= dd.world
+            run_loss, run_d, n_run = run_loss + float(stats[0]), run_d + float(stats[1]), n_run + 1
+            n_d += int(stats[2])
+            if not math.isfinite(float(stats[0])):
+                raise FmcInputError(f"the loss became {float(stats[0])} at step {step}; lower optim.lr")
+            if on_step is not None:
+                on_step(step)
+
+            stop_now = 0.0
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                row: dict[str, Any] = {"step": step, "time_s": round(elapsed0 + time.perf_counter() - t_start, 2),
+                                       "lr": opt.param_groups[0]["lr"], "loss": run_loss / n_run,
+                                       "d_loss": run_d / n_d if n_d else None}  # fmt: skip
+                run_loss, run_d, n_run, n_d = 0.0, 0.0, 0, 0
+                if dd.main:
+                    metrics = validate(model, val_pairs, cfg, device) if val_pairs else {}
+                    row.update(metrics)
+                    history.append(row)
+                    score = _score(metrics) if metrics else -row["loss"]
+                    if cfg.optim.schedule == "plateau":
+                        sched.step(score)
+                    if score > best:
+                        best, best_step, bad = score, step, 0
+                        save_checkpoint(ckpt_dir / BEST, state())
+                        save_model(out / MODEL, model, cfg.model_dump(mode="json"), step=step, metrics=metrics)
+                    else:
+                        bad += 1
+                    if cfg.patience and bad >= cfg.patience:
+                        stop_now = 1.0
+                    write_log(out, history, cfg)
+                    if bar is not None:
+                        bar.update(0, info=_info(row))
+            if cfg.max_minutes and (elapsed0 + time.perf_counter() - t_start) > 60 * cfg.max_minutes:
+                stop_now = max(stop_now, 2.0)
+            if dd.world > 1:  # rank 0's clock and early-stopping decide for every process
+                flag = torch.tensor([stop_now])
+                dist.broadcast(flag, 0)
+                stop_now = float(flag[0])
+            if stop_now:
+                stopped = "early-stopping" if stop_now == 1.0 else "time-limit"
+            if dd.main and (stop_now or step % cfg.val_every == 0 or step == cfg.steps
+                            or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):  # fmt: skip
+                save_checkpoint(ckpt_dir / LAST, state(stopped if stop_now else None))
+            if bar is not None:
+                bar.update(1, info=None)
+            if stop_now:
+                break
+    if dd.main and not (out / MODEL).exists():
+        save_model(out / MODEL, model, cfg.model_dump(mode="json"), step=step, metrics={})
+    if dd.world > 1:
+        dist.barrier()
+    return TrainResult(out, step, best_step, best, stopped, history)
+
+
+def _gan_losses(cfg, g, disc, ddp_disc, d_opt, x, y, step) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One discriminator update, then the generator loss (Wang et al.); regularisers only while pretraining."""
+    gc = cfg.gan
+    fake = g(x)
+    reg = (
+        gc.mse_weight * F.mse_loss(fake, y)
+        - gc.ssim_weight * torch.log((1 + ssim_t(fake, y).clamp(-0.999, 1)) / 2).mean()
+    )
+    if step < gc.pretrain_steps:
+        return reg, None
+    # Discriminator: real and (detached) fake in one forward pass, so DDP sees one forward per backward.
+    d_out = ddp_disc(torch.cat([y, fake.detach()]))
+    d_loss = wang_discriminator_loss(d_out[: len(y)], d_out[len(y) :])
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_opt.step()
+    # Generator: through the bare discriminator (no DDP hook: its gradients are discarded).
+    d_fake = disc(fake)
+    adv = -torch.log(d_fake.clamp_min(1e-7)).mean()
+    return gc.adv_weight * adv + reg, d_loss.detach()
+
+
+def _info(row: dict[str, Any]) -> str:
+    s = f"loss {row['loss']:.4f}"
+    if row.get("val_n_ssim") is not None and math.isfinite(row.get("val_n_ssim", float("nan"))):
+        s += f"  val N_SSIM {row['val_n_ssim']:+.3f}"
+    return s

@@ -1,0 +1,151 @@
+"""Prediction: tiled = whole-array (2D, 3D), uncertainty, fallback, files with metadata, the challenge layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmc_ij.cli import main
+from fmc_ij.data import Normalizer
+from fmc_ij.errors import FmcInputError
+from fmc_ij.io import ImageMeta, imread, imwrite
+from fmc_ij.nn.factory import ModelConfig, build_model
+from fmc_ij.predict import Predictor, fallback_blend, load_predictor, predict_array, predict_files, tile_grid
+from fmc_ij.train.checkpoint import save_model
+
+
+def _predictor(ndim: int, seed: int = 0, members: int = 1, probabilistic: bool = False, **kw) -> Predictor:
+    mc = ModelConfig(ndim=ndim, depth=2, base=4, probabilistic=probabilistic, **kw)
+    if ndim == 3:
+        mc = mc.resolve_pool((1.0, 0.4, 0.4))
+    nets = []
+    for k in range(members):
+        torch.manual_seed(seed + k)
+        nets.append(build_model(mc).eval())
+    return Predictor(nets, mc)
+
+
+@pytest.mark.parametrize(("ndim", "shape", "tile"), [(2, (150, 173), (64, 80)), (3, (21, 90, 77), (6, 30, 30))])
+def test_tiled_equals_whole_array(ndim, shape, tile):
+    rng = np.random.default_rng(0)
+    img = (rng.random(shape) * 1000).astype(np.float32)
+    p = _predictor(ndim, output_floor=None)
+    big = [n + 2 * 64 for n in shape]
+    whole = predict_array(p, img, tile=big, progress=False).image
+    assert len(tile_grid(shape, big, p.radius, p.multiple, [8] * ndim)) == 1
+    small = [t + 2 * h for t, h in zip(tile, p.radius)]
+    assert len(tile_grid(shape, small, p.radius, p.multiple, [8] * ndim)) >= 4
+    tiled = predict_array(p, img, tile=small, batch=3, progress=False).image
+    assert np.abs(tiled - whole).max() <= 1e-4  # tile borders included: no seams
+
+
+def test_plane_wise_2d_model_on_a_volume():
+    img = np.random.default_rng(1).random((3, 40, 50)).astype(np.float32)
+    p = _predictor(2)
+    vol = predict_array(p, img, progress=False).image
+    one = predict_array(p, img[1], normalizer=Normalizer.fit(img), progress=False).image
+    np.testing.assert_allclose(vol[1], one, atol=1e-6)
+    assert (vol >= 0).all()  # output floor
+
+
+def test_ensemble_and_laplace_uncertainty():
+    img = np.random.default_rng(2).random((40, 40)).astype(np.float32)
+    ens = _predictor(2, members=3)
+    res = predict_array(ens, img, progress=False)
+    assert res.uncertainty is not None and res.uncertainty.shape == img.shape and res.uncertainty.max() > 0
+    single = predict_array(_predictor(2), img, progress=False)
+    assert single.uncertainty is None
+    lap = predict_array(_predictor(2, probabilistic=True), img, progress=False)
+    assert lap.uncertainty is not None and (lap.uncertainty > 0).all()
+
+
+def test_fallback_keeps_untouched_regions():
+    rng = np.random.default_rng(3)
+    inp = rng.random((64, 64)).astype(np.float32)
+    pred = inp.copy()
+    pred[20:40, 20:40] += 1.0  # the network changed one region a lot
+    out = fallback_blend(inp, pred)
+    assert np.abs(out[:8, :8] - inp[:8, :8]).max() < 1e-3  # far away: the input is kept
+    assert np.abs(out[28:32, 28:32] - pred[28:32, 28:32]).max() < 1e-3  # changed region: the prediction
+    with pytest.raises(FmcInputError, match="uncertainty fallback needs"):
+        fallback_blend(inp, pred, None, mode="uncertainty")
+
+
+@pytest.fixture()
+def run_dir(tmp_path) -> Path:
+    p = _predictor(3)
+    cfg = {"model": p.model.model_dump(mode="json"), "data": {"pmin": 2.0, "pmax": 99.8}}
+    save_model(tmp_path / "run" / "model.pt", p.nets[0], cfg, step=1)
+    return tmp_path / "run"
+
+
+def test_challenge_layout_keeps_names_metadata_and_dtype(run_dir, tmp_path):
+    src = tmp_path / "input" / "images" / "fluorescence-lightsheet-3D-microscopy"
+    meta = ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, unit="µm", channel="nucleus", study=2)
+    img = (np.random.default_rng(4).random((12, 40, 40)) * 3000 + 100).astype(np.uint16)
+    imwrite(src / "image_7_nucleus_angle.tif", img, meta)
+    before = (src / "image_7_nucleus_angle.tif").read_bytes()
+    dst = tmp_path / "output" / "images" / "fused-fluorescence-lightsheet-3D-microscopy"
+    main(["predict", "--model", str(run_dir), "--input", str(src), "--output", str(dst)])
+    out = imread(dst / "image_7_nucleus_angle.tif")
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    assert out.meta.spacing == meta.spacing and out.meta.channel == "nucleus" and out.meta.study == 2
+    assert (src / "image_7_nucleus_angle.tif").read_bytes() == before  # input untouched
+    pred = predict_files(load_predictor(run_dir), [src], tmp_path / "f32", output="float32", progress=False)
+    assert imread(pred[0]).dtype == np.float32
+
+
+def test_cli_predict_errors(run_dir, tmp_path, capsys):
+    for argv, msg in [
+        (["predict", "--model", str(tmp_path / "none"), str(tmp_path), "--out", str(tmp_path / "o")], "no such model"),
+        (["predict", "--model", str(run_dir), str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")], "no such"),
+        (["predict", "--model", str(run_dir), "--out", str(tmp_path / "o")], "no input"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_one_process(run_dir, tmp_path):
+    pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmc-ij[dask]')")
+    from fmc_ij.predict.distributed import dask_client, predict_files_dask, predict_volume_dask
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "in"
+    meta = ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4})
+    for i in range(2):
+        imwrite(src / f"v{i}.tif", (rng.random((10, 70, 60)) * 1000).astype(np.float32), meta)
+    p = load_predictor(run_dir)
+    tile = [10 + 2 * 8, 40 + 2 * 28, 40 + 2 * 28]
+    one = predict_files(p, [src], tmp_path / "one", output="normalized", tile=tile, progress=False)
+    with dask_client(workers=2) as client:
+        many = predict_files_dask(client, run_dir, [src], tmp_path / "many", output="normalized", tile=tile)
+        tiles = predict_volume_dask(client, run_dir, src / "v0.tif", tile=tile, batch=2)
+    for a, b in zip(one, many):
+        assert np.abs(imread(a).data - imread(b).data).max() <= 1e-6
+    ref = predict_array(p, imread(src / "v0.tif").data, tile=tile, batch=2, progress=False).image
+    assert np.abs(tiles.image - ref).max() <= 1e-6
+
+
+def test_streamed_prediction_equals_in_memory(tmp_path):
+    """Streaming (tile reads through fresh mappings, zarr store, plane-by-plane TIFF) changes no voxel."""
+    from fmc_ij.predict import predict_file
+
+    p = _predictor(3, members=2)
+    meta = ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, channel="membrane")
+    img = (np.random.default_rng(6).random((9, 90, 100)) * 4000).astype(np.uint16)
+    imwrite(tmp_path / "v.tif", img, meta)
+    tile = [32, 80, 80]
+    a = predict_file(p, tmp_path / "v.tif", tmp_path / "mem" / "v.tif", tile=tile, stream=False, progress=False)
+    b = predict_file(p, tmp_path / "v.tif", tmp_path / "str" / "v.tif", tile=tile, stream=True, progress=False)
+    assert [x.name for x in a] == [x.name for x in b] == ["v.tif", "v_uncertainty.tif"]
+    for x, y in zip(a, b):
+        ix, iy = imread(x), imread(y)
+        np.testing.assert_array_equal(ix.data, iy.data)
+        assert iy.meta.channel == "membrane" and iy.meta.spacing == meta.spacing
+    assert not [f for f in (tmp_path / "str").iterdir() if f.name.startswith(".")]  # temporary store removed

@@ -1,0 +1,226 @@
+"""Training: configs, data pipeline, runs that learn, exact resume after SIGKILL, DDP (gloo) = 1 process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmc_ij.cli import main
+from fmc_ij.data import PatchBatches, axial_degrade, isotropic_pairs, load_pairs, split_by_specimen
+from fmc_ij.errors import FmcInputError
+from fmc_ij.synthetic.dataset import simulate_lightsheet_dataset
+from fmc_ij.synthetic.lightsheet import LightSheetConfig
+from fmc_ij.train import PRESETS, TrainConfig, train
+from fmc_ij.train.checkpoint import LAST, load_checkpoint
+
+ENV = {**os.environ, "FMC_IJ_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def lightsheet(tmp_path_factory) -> Path:
+    """Three small specimens (both channels): enough for a split by specimen."""
+    root = tmp_path_factory.mktemp("ls")
+    return simulate_lightsheet_dataset(root, n=3, cfg=LightSheetConfig(shape=(16, 64, 64)), seed=3)
+
+
+def tiny(root: Path, **over) -> TrainConfig:
+    base = {"data": {"root": str(root), "patch": [8, 32, 32], "batch": 2, "val_crop": [16, 64, 64]},
+            "model": {"base": 4, "depth": 2}, "steps": 6, "val_every": 3, "threads": 1,
+            "optim": {"warmup_steps": 0}}  # fmt: skip
+    return TrainConfig.from_preset("care3d", **base).with_overrides(over)
+
+
+# -- config ----------------------------------------------------------------------------------------------
+def test_presets_validate_and_yaml_roundtrips(tmp_path):
+    for name in PRESETS:
+        cfg = TrainConfig.from_preset(name)
+        assert cfg.preset == name and len(cfg.data.patch) == cfg.model.ndim
+        cfg.save(tmp_path / f"{name}.yaml")
+        assert TrainConfig.load(tmp_path / f"{name}.yaml") == cfg
+    assert TrainConfig.from_preset("gan3d").gan is not None
+    assert oct((tmp_path / "care3d.yaml").stat().st_mode & 0o777) != oct(0o600)  # readable like any file
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"data": {"patch": [64, 64]}}, "data.patch has 2 sizes but the model is 3D"),
+        ({"loss": {"laplace": 1.0}}, "laplace loss and model.probabilistic"),
+        ({"loss": {"mae": 0.0}}, "non-zero weight"),
+        ({"optim": {"lr": -1}}, "optim.lr"),
+        ({"stepz": 3}, "stepz"),
+    ],
+)
+def test_bad_config_is_one_clear_error(over, match):
+    with pytest.raises(FmcInputError, match=match):
+        TrainConfig.from_preset("care3d", **over)
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(FmcInputError, match="unknown preset 'care4d'; choose one of care2d"):
+        TrainConfig.from_preset("care4d")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(FmcInputError, match="not valid YAML"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def test_lazy_pairs_split_by_specimen_and_deterministic_batches(lightsheet):
+    pairs = load_pairs(lightsheet)
+    assert len(pairs) == 6 and all(isinstance(p.low, np.memmap) for p in pairs)  # opened lazily
+    train_p, val_p = split_by_specimen(pairs, val_fraction=0.3, seed=0)
+    assert {p.specimen for p in train_p}.isdisjoint({p.specimen for p in val_p})
+    assert len(val_p) == 2 and {p.channel for p in val_p} == {"nucleus", "membrane"}  # both channels go together
+    b = PatchBatches(train_p, (8, 32, 32), seed=1)
+    x, y = b.batch(5, range(4))
+    assert x.shape == y.shape == (4, 1, 8, 32, 32) and x.dtype == np.float32
+    x2, _ = b.batch(5, range(4))
+    np.testing.assert_array_equal(x, x2)  # a batch is a function of (seed, step)
+    half0, _ = b.batch(5, range(2))
+    half1, _ = b.batch(5, range(2, 4))
+    np.testing.assert_array_equal(np.concatenate([half0, half1]), x)  # two ranks together = one process
+    assert not np.array_equal(b.batch(6, range(4))[0], x)
+    with pytest.raises(FmcInputError, match="only one specimen"):
+        split_by_specimen([p for p in pairs if p.specimen == pairs[0].specimen])
+    with pytest.raises(FmcInputError, match="does not fit"):
+        PatchBatches(train_p, (32, 32, 32))
+
+
+def test_isotropic_pairs_degrade_one_lateral_axis():
+    rng = np.random.default_rng(0)
+    vol = rng.random((4, 64, 64)).astype(np.float32)
+    low, high = isotropic_pairs(vol, (1.6, 0.2, 0.2))
+    assert low.shape == high.shape == vol.shape
+    np.testing.assert_array_equal(high, vol)
+
+    def roughness(a: np.ndarray, axis: int) -> float:
+        return float(np.abs(np.diff(a, axis=axis)).mean())
+
+    # Even planes are degraded along X, odd planes along Y: the degraded axis loses its fine structure.
+    assert roughness(low[0], -1) < 0.3 * roughness(low[0], -2)
+    assert roughness(low[1], -2) < 0.3 * roughness(low[1], -1)
+    flat = axial_degrade(np.full((8, 40), 3.0), 4.0, 2.0)
+    np.testing.assert_allclose(flat, 3.0, rtol=1e-6)  # degradation keeps intensities
+    with pytest.raises(FmcInputError, match="already about isotropic"):
+        isotropic_pairs(vol, (0.25, 0.2, 0.2))
+
+
+# -- training runs ---------------------------------------------------------------------------------------
+def test_care3d_learns_and_writes_a_complete_run(lightsheet, tmp_path):
+    cfg = tiny(lightsheet, steps=30, val_every=10, optim={"lr": 3e-3})
+    (res,) = train(cfg, tmp_path / "run")
+    out = tmp_path / "run"
+    for f in ("config.yaml", "model.pt", "log.csv", "loss.png", "validation.png", "checkpoints/last.pt",
+              "checkpoints/best.pt"):  # fmt: skip
+        assert (out / f).is_file(), f
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    assert float(rows[-1]["loss"]) < 0.7 * float(rows[0]["loss"])
+    assert {"val_n_ssim_nucleus", "val_n_ssim_membrane"} <= set(rows[0])
+    assert res.stopped == "steps" and res.best_step in (10, 20, 30)
+    # model.pt rebuilds the best network from its config alone
+    from fmc_ij.nn.factory import ModelConfig, build_model
+
+    saved = torch.load(out / "model.pt", weights_only=False)
+    net = build_model(ModelConfig(**saved["config"]["model"]))
+    net.load_state_dict(saved["state_dict"])
+    assert saved["step"] == res.best_step
+    with pytest.raises(FmcInputError, match="not empty; pass --resume"):
+        train(cfg, out)
+
+
+def test_gan2d_trains_both_networks(lightsheet, tmp_path):
+    cfg = TrainConfig.from_preset(
+        "gan2d", data={"root": str(lightsheet), "patch": [32, 32], "batch": 2, "val_crop": [2, 64, 64]},
+        model={"base": 4, "depth": 2}, gan={"pretrain_steps": 2, "discriminator": {"base": 4, "blocks": 3}},
+        steps=6, val_every=3, threads=1,
+    )  # fmt: skip
+    (res,) = train(cfg, tmp_path / "gan")
+    assert res.history[-1]["d_loss"] is not None and np.isfinite(res.history[-1]["d_loss"])
+    last = load_checkpoint(tmp_path / "gan" / "checkpoints" / LAST)
+    assert "disc" in last and "disc_optimizer" in last and last["step"] == 6
+
+
+def test_ensemble_members_differ(lightsheet, tmp_path):
+    results = train(tiny(lightsheet, ensemble=2, steps=2, val_every=2), tmp_path / "ens")
+    a, b = (load_checkpoint(r.out / "checkpoints" / LAST)["model"] for r in results)
+    assert [r.out.name for r in results] == ["member_0", "member_1"]
+    assert not torch.equal(a["head.weight"], b["head.weight"])
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "fmc_ij", "train", *args]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_weights(lightsheet, tmp_path):
+    args = ["--data", str(lightsheet), "--patch", "8,32,32", "--batch", "2", "--steps", "24", "--deterministic",
+            "--set", "model.base=4", "--set", "val_every=8", "--set", "checkpoint_every=2", "--set", "threads=1",
+            "--set", "data.val_crop=[16,64,64]"]  # fmt: skip
+    full = tmp_path / "full"
+    subprocess.run(_cli([*args, "--out", str(full)]), check=True, env=ENV, timeout=300)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli([*args, "--out", str(cut)]), env=ENV)
+    last = cut / "checkpoints" / LAST
+    t0 = time.time()
+    killed_at = None
+    while time.time() - t0 < 240 and proc.poll() is None:
+        if last.is_file():
+            step = torch.load(last, weights_only=False)["step"]
+            if step >= 6:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = step
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert load_checkpoint(last)["step"] < 24  # really interrupted mid-run
+    subprocess.run(_cli([*args, "--out", str(cut), "--resume"]), check=True, env=ENV, timeout=300)
+    a, b = load_checkpoint(full / "checkpoints" / LAST), load_checkpoint(last)
+    assert a["step"] == b["step"] == 24
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_match_one(lightsheet, tmp_path):
+    args = ["--data", str(lightsheet), "--patch", "8,32,32", "--batch", "4", "--steps", "8", "--deterministic",
+            "--set", "model.base=4", "--set", "val_every=1", "--set", "data.val_fraction=0",
+            "--set", "threads=1"]  # fmt: skip
+    subprocess.run(_cli([*args, "--out", str(tmp_path / "one")]), check=True, env=ENV, timeout=300)
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fmc_ij",
+           "train", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    subprocess.run(ddp, check=True, env=ENV, timeout=300)
+
+    def losses(run: str) -> np.ndarray:
+        return np.array([float(r["loss"]) for r in csv.DictReader((tmp_path / run / "log.csv").open())])
+
+    one, two = losses("one"), losses("two")
+    assert len(one) == len(two) == 8
+    # Same global batch, gradients averaged across processes: equal up to float32 summation order.
+    np.testing.assert_allclose(two, one, rtol=1e-4)
+    assert one[-1] < one[0]
+
+
+def test_cli_train_errors_are_one_line(lightsheet, tmp_path, capsys):
+    for argv, msg in [
+        (["train", "--out", str(tmp_path / "r")], "no training data"),
+        (["train", "--out", str(tmp_path / "r"), "--data", str(lightsheet), "--preset", "care9d"], "unknown preset"),
+        (["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nope")], "no such folder"),
+        (["train", "--out", str(tmp_path / "r"), "--set", "optim.lr"], "field=value"),
+        (["train", "--out", str(tmp_path / "r"), "--config", "x.yaml", "--preset", "care3d"], "not both"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
