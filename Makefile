@@ -33,7 +33,9 @@ system-deps:
 	fi
 
 # The main job on built-in synthetic data, as far as it is built (simulate, inspect, register, score the
-# input-as-prediction baseline: N_SSIM 0 by definition) until `fmc-ij demo` lands.
+# input-as-prediction baseline, train care3d briefly, predict a held-out specimen, score it) until
+# `fmc-ij demo` lands.
+DEMO_MINUTES ?= 3
 demo: $(STAMP)
 	$(BIN)/fmc-ij simulate --kind all --out $(DEMO_OUT)/data --overwrite
 	$(BIN)/fmc-ij info $(DEMO_OUT)/data/lightsheet
@@ -41,6 +43,11 @@ demo: $(STAMP)
 	$(BIN)/fmc-ij info $(DEMO_OUT)/data/filaments
 	$(BIN)/fmc-ij register --dataset $(DEMO_OUT)/data/lightsheet --out $(DEMO_OUT)/registered --overwrite
 	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/registered --gt $(DEMO_OUT)/registered --input $(DEMO_OUT)/registered --out $(DEMO_OUT)/eval-baseline --no-iou
+	$(BIN)/fmc-ij simulate --kind lightsheet --n 1 --seed 1 --out $(DEMO_OUT)/heldout --overwrite
+	$(BIN)/fmc-ij train --data $(DEMO_OUT)/registered --preset care3d --minutes $(DEMO_MINUTES) --out $(DEMO_OUT)/run --overwrite
+	$(BIN)/fmc-ij predict --model $(DEMO_OUT)/run $(DEMO_OUT)/heldout --pattern '*_angle.tif' --out $(DEMO_OUT)/pred
+	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/pred --gt $(DEMO_OUT)/heldout --input $(DEMO_OUT)/heldout --out $(DEMO_OUT)/eval --no-iou
+	@echo "demo done: training log $(DEMO_OUT)/run/log.csv, scores $(DEMO_OUT)/eval/report.html"
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra
