@@ -503,6 +503,44 @@ def predict(
     _out.print(f"wrote {len(written)} file(s) to {dst}")
 
 
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A training run folder (fmc-ij train --out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The bundle to write, e.g. care3d.zip."),
+    name: str | None = typer.Option(None, help="Model name shown in deepImageJ / bioimage.io."),
+    sample: Path | None = typer.Option(None, help="A raw input image for the test tensors and cover."),
+    author: list[str] = typer.Option([], "--author", help="Author name (repeatable)."),
+    no_deepimagej: bool = typer.Option(False, "--no-deepimagej", help="Keep bioimageio.spec's newest rdf layout."),
+) -> None:
+    """Export a run as a bioimage.io bundle (TorchScript + state dict), tested before it is written."""
+    from fmc_ij.bioimageio import export as export_bundle
+    from fmc_ij.io import imread
+
+    if out.suffix.lower() != ".zip":
+        raise FmcInputError(f"--out {out}: a bioimage.io bundle is a .zip file")
+    data = imread(sample).data if sample else None
+    export_bundle(run, out, name=name, sample=data, deepimagej=not no_deepimagej, authors=author or None)
+    _out.print(f"wrote {out} (passed bioimage.io's model test)")
+
+
+@app.command()
+def validate(bundle: Path = typer.Argument(..., help="A bioimage.io bundle (.zip or rdf.yaml).")) -> None:
+    """Run bioimage.io's official model test on a bundle and print a summary (exit 1 when it fails)."""
+    from fmc_ij.bioimageio import _require
+
+    _require()
+    from bioimageio.core import test_model
+
+    if not bundle.exists():
+        raise FmcInputError(f"{bundle}: no such bundle")
+    summary = test_model(bundle)
+    for det in summary.details:
+        _out.print(f"{det.status:8s} {det.name}")
+    _out.print(f"{bundle}: {summary.status}")
+    if summary.status != "passed":
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps input errors to exit code 2 with one line on stderr."""
     import click

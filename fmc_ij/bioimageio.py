@@ -1,0 +1,290 @@
+"""bioimage.io model bundles (spec 0.5) from fmc-ij runs, built with bioimageio.spec's own models and tested with
+bioimageio.core before the zip is published; deepImageJ-compatible by default.
+
+The bundle holds TorchScript weights (for deepImageJ / libtorch) and pytorch_state_dict weights whose
+architecture is fmc-ij's own network file (it imports only torch), percentile pre-processing as in training,
+axes with ``min``/``step`` sizes and the receptive radius as halo (tiling), test tensors, a cover, a README and
+the training config.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.io import atomic_path
+
+CARE_DOI, WANG_DOI = "10.1038/s41592-018-0216-7", "10.1038/s41592-018-0239-0"
+_ARCH_FILES = {"care": ("unet.py", "UNet"), "wang": ("gan.py", "WangGenerator")}
+
+
+def _require() -> None:
+    try:
+        import bioimageio.core  # noqa: F401
+        import bioimageio.spec  # noqa: F401
+    except ImportError:
+        raise FmcInputError("bioimage.io export needs bioimageio.core: pip install 'fmc-ij[bioimageio]'") from None
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _arch_kwargs(model: Any) -> dict[str, Any]:
+    if model.arch == "wang":
+        return {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
+                "base": model.base, "depth": model.depth}  # fmt: skip
+    return {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
+            "depth": model.depth, "base": model.base, "kernel": model.kernel, "residual": model.residual,
+            "norm": model.norm, "pool": model.pool, "probabilistic": model.probabilistic}  # fmt: skip
+
+
+def _cover(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mid = (lambda a: a[a.shape[0] // 2]) if x.ndim == 3 else (lambda a: a)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), dpi=64)
+    for ax, img, title in zip(axes, (mid(x), mid(y)), ("input", "prediction")):
+        ax.imshow(img, cmap="magma", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99.8))
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _readme(name: str, cfg: dict[str, Any], metrics: dict[str, Any], shape: tuple[int, ...]) -> str:
+    m = cfg["model"]
+    lines = [
+        f"# {name}",
+        "",
+        "Restoration network trained with fmc-ij (https://github.com/fmc-ij/fmc-ij): the cheap acquisition "
+        "(e.g. one light-sheet view) in, the expensive one (e.g. the fused multiview volume) out.",
+        "",
+        "## Network",
+        f"- {'CARE U-Net (Weigert et al. 2018)' if m['arch'] == 'care' else 'Wang et al. 2019 GAN generator'}, "
+        f"{m['ndim']}D, depth {m['depth']}, {m['base']} base filters.",
+        "",
+        "## Training",
+        f"- Data: `{cfg['data'].get('root')}`, patches {cfg['data']['patch']}, batch {cfg['data']['batch']}.",
+        f"- Loss: {cfg.get('loss')}; optimiser {cfg['optim']['name']} lr {cfg['optim']['lr']}; "
+        f"{cfg['steps']} steps planned; config attached as `config.yaml`.",
+        "",
+        "## Input and output",
+        f"- Input: one channel, axes {'zyx' if m['ndim'] == 3 else 'yx'}; scaled with its own "
+        f"{cfg['data']['pmin']} / {cfg['data']['pmax']} percentiles (as in training).",
+        "- Output: in the target's normalised units (0 = its 2nd percentile, about background; 1 = its 99.8th),"
+        " clipped below at 0.",
+        "",
+        "## Validation metrics (held-out specimens, fmc-ij's Fuse My Cells N_SSIM)",
+    ]
+    lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float)] or ["- none recorded"]
+    lines += [
+        "",
+        "## Limitations",
+        "- Trained on the data above only; check new data with fmc-ij's SQUIRREL error maps and against the input.",
+        f"- The test tensor has shape {shape}; tiles must be min + n*step per axis (see rdf.yaml).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    sample: np.ndarray | None = None,
+    deepimagej: bool = True,
+    authors: list[str] | None = None,
+) -> Path:
+    """Export a training run as a bioimage.io zip at ``out`` (tested first; nothing is left there on failure).
+
+    Parameters
+    ----------
+    run : path
+        A training run folder (``model.pt`` + config).
+    out : path
+        The ``.zip`` to write.
+    sample : ndarray, optional
+        A raw input image (YX / ZYX) for the test tensors and cover; default: the first training input.
+    deepimagej : bool
+        Rewrite ``rdf.yaml`` the way deepImageJ 3 reads it (format 0.5.10, plain-string documentation and covers).
+    """
+    _require()
+    from bioimageio.core import test_model
+    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec.model import v0_5 as s
+
+    from fmc_ij.predict.model import load_predictor
+
+    run, out = Path(run), Path(out)
+    p = load_predictor(run, "cpu")
+    if len(p.nets) != 1:
+        raise FmcInputError(f"{run}: an ensemble; export one member folder (e.g. {run}/member_0)")
+    saved = torch.load(next(iter([run / "model.pt"] if run.is_dir() else [run])), weights_only=False)
+    cfg, mcfg = saved["config"], p.model
+    net = p.nets[0].to(memory_format=torch.contiguous_format).eval()
+    nd = mcfg.ndim
+    axes_ids = ["z", "y", "x"][-nd:]
+    step = p.multiple
+    halo = [_round_up(r, m) for r, m in zip(p.radius, step)]
+    mins = [_round_up(2 * h + 1, m) for h, m in zip(halo, step)]
+    x = _sample(sample, cfg, nd)
+    x = _fit(x, mins, step)
+    lo, hi = np.percentile(x, (cfg["data"]["pmin"], cfg["data"]["pmax"]))
+    xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    with torch.no_grad():
+        y = net(torch.from_numpy(xn)[None, None]).numpy().astype(np.float32)
+    floor = mcfg.output_floor
+    if floor is not None:
+        y[:, :1] = np.maximum(y[:, :1], floor)
+    name = name or f"fmc-ij {mcfg.arch} {nd}D {run.name}"
+    with tempfile.TemporaryDirectory(prefix="fmc-bmz-") as tmp:
+        d = Path(tmp)
+        np.save(d / "test_input.npy", x[None, None].astype(np.float32))
+        np.save(d / "test_output.npy", y)
+        torch.save(net.state_dict(), d / "weights.pt")
+        torch.jit.script(net).save(str(d / "weights_torchscript.pt"))
+        arch_name, callable_name = _ARCH_FILES[mcfg.arch]
+        shutil.copy(Path(__file__).parent / "nn" / arch_name, d / arch_name)
+        _cover(d / "cover.png", x, y[0, 0])
+        (d / "README.md").write_text(_readme(name, cfg, saved.get("metrics", {}), x.shape))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("raw")])] + [
+            s.SpaceInputAxis(id=s.AxisId(a), size=s.ParameterizedSize(min=mn, step=st))
+            for a, mn, st in zip(axes_ids, mins, step)
+        ]
+        out_names = ["restored"] + (["log_scale"] if mcfg.probabilistic else [])
+        out_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(c) for c in out_names])] + [
+            s.SpaceOutputAxisWithHalo(id=s.AxisId(a), halo=h,
+                                      size=s.SizeReference(tensor_id=s.TensorId("raw"), axis_id=s.AxisId(a)))
+            for a, h in zip(axes_ids, halo)
+        ]  # fmt: skip
+        pre = [s.ScaleRangeDescr(kwargs=s.ScaleRangeKwargs(
+            axes=[s.AxisId(a) for a in axes_ids], min_percentile=cfg["data"]["pmin"],
+            max_percentile=cfg["data"]["pmax"]))]  # fmt: skip
+        post = [] if floor is None or mcfg.probabilistic else [s.ClipDescr(kwargs=s.ClipKwargs(min=float(floor)))]
+        arch = s.ArchitectureFromFileDescr(source=d / arch_name, callable=s.Identifier(callable_name),
+                                           kwargs=_arch_kwargs(mcfg))  # fmt: skip
+        version = s.Version(torch.__version__.split("+")[0])
+        cite = [s.CiteEntry(text="Weigert et al. 2018, Content-aware image restoration", doi=s.Doi(CARE_DOI))]
+        if mcfg.arch == "wang":
+            cite.append(s.CiteEntry(text="Wang et al. 2019, Deep learning enables cross-modality super-resolution",
+                                    doi=s.Doi(WANG_DOI)))  # fmt: skip
+        descr = s.ModelDescr(
+            name=name,
+            description="Image restoration (cheap acquisition -> expensive acquisition) trained with fmc-ij.",
+            authors=[s.Author(name=a) for a in (authors or ["fmc-ij user"])],
+            cite=cite,
+            license=s.LicenseId("MIT"),
+            documentation=s.FileDescr(source=d / "README.md"),
+            covers=[s.FileDescr(source=d / "cover.png")],
+            tags=["fmc-ij", "restoration", "light-sheet", f"{nd}d", "care" if mcfg.arch == "care" else "gan"],
+            attachments=[s.FileDescr(source=d / "config.yaml")],
+            inputs=[s.InputTensorDescr(id=s.TensorId("raw"), axes=in_axes,
+                                       test_tensor=s.FileDescr(source=d / "test_input.npy"), preprocessing=pre)],
+            outputs=[s.OutputTensorDescr(id=s.TensorId("restored"), axes=out_axes,
+                                         test_tensor=s.FileDescr(source=d / "test_output.npy"), postprocessing=post)],
+            weights=s.WeightsDescr(
+                pytorch_state_dict=s.PytorchStateDictWeightsDescr(source=d / "weights.pt", architecture=arch,
+                                                                  pytorch_version=version),
+                torchscript=s.TorchscriptWeightsDescr(source=d / "weights_torchscript.pt", pytorch_version=version,
+                                                      parent="pytorch_state_dict"),
+            ),
+        )  # fmt: skip
+        zip_tmp = d / "bundle.zip"
+        save_bioimageio_package(descr, output_path=zip_tmp)
+        if deepimagej:
+            _deepimagej_compatible(zip_tmp)
+        summary = test_model(zip_tmp)
+        if summary.status != "passed":
+            raise FmcInputError(f"the exported bundle failed bioimage.io's model test: {_failure(summary)}")
+        with atomic_path(out) as target:
+            shutil.copy(zip_tmp, target)
+    return out
+
+
+def _failure(summary: Any) -> str:
+    for det in summary.details:
+        if det.status != "passed":
+            errs = "; ".join(str(e.msg) for e in (det.errors or []))[:300]
+            return f"{det.name}: {errs}"
+    return summary.status
+
+
+def _sample(sample: np.ndarray | None, cfg: dict[str, Any], nd: int) -> np.ndarray:
+    if sample is not None:
+        return np.asarray(sample, np.float32)
+    root = cfg["data"].get("root")
+    if root and Path(root).exists():
+        from fmc_ij.io import discover, imread
+
+        pairs = discover(root, low=cfg["data"].get("low"), high=cfg["data"].get("high"))
+        if pairs:
+            img = imread(pairs[0].low).data.astype(np.float32)
+            return img if img.ndim == nd else img[img.shape[0] // 2]
+    raise FmcInputError("no sample image for the bundle's test tensors: pass sample= (or keep the training data)")
+
+
+def _fit(x: np.ndarray, mins: list[int], step: list[int]) -> np.ndarray:
+    """A centre crop of ``x`` of the smallest valid size (min + 1 step: small bundles, still a real tile)."""
+    sl = []
+    for n, mn, st in zip(x.shape, mins, step):
+        if n < mn:
+            raise FmcInputError(f"sample image too small ({x.shape}) for the network's minimum tile {mins}")
+        size = mn + st if n >= mn + st else mn
+        lo = (n - size) // 2
+        sl.append(slice(lo, lo + size))
+    return np.ascontiguousarray(x[tuple(sl)])
+
+
+def _deepimagej_compatible(zip_path: Path) -> None:
+    """deepImageJ 3 (JDLL) reads ``documentation`` as a string and ``covers`` as strings (format < 0.5.11)."""
+    with zipfile.ZipFile(zip_path) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    rdf = yaml.safe_load(entries["rdf.yaml"])
+    rdf["format_version"] = "0.5.10"
+    if isinstance(rdf.get("documentation"), dict):
+        rdf["documentation"] = rdf["documentation"]["source"]
+    rdf["covers"] = [c["source"] if isinstance(c, dict) else c for c in rdf.get("covers", [])]
+    entries["rdf.yaml"] = yaml.safe_dump(rdf, sort_keys=False).encode()
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+
+
+def safe_extract(bundle: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unpack a bundle, refusing entries with absolute paths or ``..`` (path traversal)."""
+    dest = Path(dest)
+    with zipfile.ZipFile(bundle) as z:
+        for n in z.namelist():
+            if n.startswith(("/", "\\")) or ".." in Path(n).parts or ":" in n.split("/")[0]:
+                raise FmcInputError(f"{bundle}: refusing zip entry {n!r} (absolute or parent path)")
+        z.extractall(dest)
+    return dest
+
+
+def load_bundle(bundle: str | os.PathLike, dest: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(rdf, state_dict) of a bundle, unpacked safely into ``dest``; weights load with ``weights_only=True``."""
+    root = safe_extract(bundle, dest)
+    rdf = yaml.safe_load((root / "rdf.yaml").read_text())
+    entry = (rdf.get("weights") or {}).get("pytorch_state_dict")
+    if not entry:
+        raise FmcInputError(f"{bundle}: no pytorch_state_dict weights; fmc-ij reads those")
+    try:
+        state = torch.load(root / entry["source"], map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError for anything but tensors and containers
+        raise FmcInputError(f"{bundle}: refusing its weights: not a plain state dict ({type(err).__name__})") from None
+    return rdf, state

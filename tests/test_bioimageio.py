@@ -1,0 +1,126 @@
+"""bioimage.io export: bundles pass bioimage.io's own model test, TorchScript = state dict, tiling on new sizes,
+deepImageJ-compatible rdf.yaml, and hostile bundles are refused."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+pytest.importorskip(
+    "bioimageio.core", reason="the bioimageio extra is not installed (pip install 'fmc-ij[bioimageio]')"
+)
+
+from fmc_ij.bioimageio import export, load_bundle, safe_extract  # noqa: E402
+from fmc_ij.errors import FmcInputError  # noqa: E402
+from fmc_ij.nn.factory import ModelConfig, build_model  # noqa: E402
+from fmc_ij.train.checkpoint import save_model  # noqa: E402
+
+
+def _run(tmp_path: Path, ndim: int) -> Path:
+    torch.manual_seed(0)
+    mc = ModelConfig(ndim=ndim, depth=2, base=4)
+    mc = mc.resolve_pool((1.0, 0.4, 0.4)) if ndim == 3 else mc
+    cfg = {"model": mc.model_dump(mode="json"), "loss": {"mae": 1.0}, "steps": 1,
+           "data": {"root": None, "patch": [16, 64, 64][-ndim:], "batch": 1, "pmin": 2.0, "pmax": 99.8},
+           "optim": {"name": "adamw", "lr": 4e-4}}  # fmt: skip
+    run = tmp_path / f"run{ndim}d"
+    save_model(run / "model.pt", build_model(mc), cfg, step=1, metrics={"val_n_ssim": 0.5})
+    return run
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[int, Path]:
+    tmp = tmp_path_factory.mktemp("bmz")
+    rng = np.random.default_rng(0)
+    out = {}
+    for nd, shape in ((2, (160, 150)), (3, (40, 90, 80))):
+        sample = (rng.random(shape) * 1000 + 100).astype(np.float32)
+        out[nd] = export(_run(tmp, nd), tmp / f"m{nd}d.zip", sample=sample)  # runs bioimage.io's test_model
+    return out
+
+
+def test_bundles_pass_the_official_cli_test(bundles):
+    res = subprocess.run([sys.executable, "-m", "bioimageio.core", "test", str(bundles[3])],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    for nd, z in bundles.items():
+        rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
+        assert rdf["format_version"] == "0.5.10" and rdf["documentation"] == "README.md"  # deepImageJ reads these
+        assert rdf["covers"] == ["cover.png"] and set(rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
+        ids = [a.get("id") for a in rdf["inputs"][0]["axes"][2:]]
+        assert ids == ["z", "y", "x"][-nd:]
+        for a in rdf["inputs"][0]["axes"][2:]:
+            assert a["size"]["min"] % a["size"]["step"] == 0  # deepImageJ's tiler needs this
+
+
+def test_torchscript_equals_state_dict_and_tiles_new_sizes(bundles, tmp_path):
+    from bioimageio.core import Tensor, load_model_description, predict
+
+    for nd, z in bundles.items():
+        rdf, state = load_bundle(z, tmp_path / f"x{nd}")
+        root = tmp_path / f"x{nd}"
+        x = torch.from_numpy(np.load(root / "test_input.npy"))
+        kw = rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+        net = build_model(ModelConfig(arch="care", **{k: v for k, v in kw.items()})).eval()
+        net.load_state_dict(state)
+        scripted = torch.jit.load(str(root / "weights_torchscript.pt")).eval()
+        with torch.no_grad():
+            assert (net(x) - scripted(x)).abs().max() <= 1e-4
+        # A size never seen in training or in the test tensors, predicted in blocks by bioimageio.core.
+        descr = load_model_description(z)
+        shape = (53, 101, 93)[-nd:]
+        img = np.random.default_rng(1).random(shape).astype(np.float32)
+        dims = ("batch", "channel", *("z", "y", "x")[-nd:])
+        block = dict(zip(("z", "y", "x")[-nd:], (44, 88, 88)[-nd:]))  # blocks include the halo
+        sample = predict(model=descr, inputs={"raw": Tensor.from_numpy(img[None, None], dims=dims)},
+                         input_block_shape={"raw": block})  # fmt: skip
+        out = sample.members["restored"].data.values
+        assert out.shape[-nd:] == shape and np.isfinite(out).all()
+
+
+def test_hostile_bundles_are_refused(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../etc/escape.txt", "x")
+    with pytest.raises(FmcInputError, match="refusing zip entry"):
+        safe_extract(evil, tmp_path / "out")
+    assert not (tmp_path / "etc").exists()
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"w": Boom()}, buf, pickle_module=pickle)
+    pk = tmp_path / "pickled.zip"
+    with zipfile.ZipFile(pk, "w") as z:
+        z.writestr("rdf.yaml", yaml.safe_dump({"weights": {"pytorch_state_dict": {"source": "weights.pt"}}}))
+        z.writestr("weights.pt", buf.getvalue())
+    with pytest.raises(FmcInputError, match="not a plain state dict"):
+        load_bundle(pk, tmp_path / "pk")
+
+
+def test_cli_export_and_validate(bundles, tmp_path, capsys):
+    from fmc_ij.cli import main
+
+    main(["validate", str(bundles[2])])  # returns normally when the bundle passes
+    assert capsys.readouterr().out.strip().endswith("passed")
+    for argv, msg in [
+        (["export", str(tmp_path / "nope"), "--out", str(tmp_path / "b.zip")], "no such model"),
+        (["export", str(tmp_path), "--out", str(tmp_path / "b.tif")], "is a .zip"),
+        (["validate", str(tmp_path / "missing.zip")], "no such bundle"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "b.zip").exists()
