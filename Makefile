@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fmc-ij-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install install-test system-deps demo test lint clean
+.PHONY: install install-test system-deps demo test lint clean models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ demo: $(STAMP)
 	$(BIN)/fmc-ij predict --model $(DEMO_OUT)/run $(DEMO_OUT)/heldout --pattern '*_angle.tif' --out $(DEMO_OUT)/pred
 	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/pred --gt $(DEMO_OUT)/heldout --input $(DEMO_OUT)/heldout --out $(DEMO_OUT)/eval --no-iou
 	@echo "demo done: training log $(DEMO_OUT)/run/log.csv, scores $(DEMO_OUT)/eval/report.html"
+
+# The demo bundles in models/ (one care3d per channel on the built-in synthetic data; about 12 min on 2 cores).
+MODEL_MINUTES ?= 5
+models: $(STAMP)
+	$(BIN)/python models/make_models.py --minutes $(MODEL_MINUTES)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra

@@ -48,15 +48,17 @@ def _arch_kwargs(model: Any) -> dict[str, Any]:
             "norm": model.norm, "pool": model.pool, "probabilistic": model.probabilistic}  # fmt: skip
 
 
-def _cover(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def _cover(path: Path, x: np.ndarray, y: np.ndarray, target: np.ndarray | None = None) -> None:
+    """input | prediction (| target): the middle plane of each, 2:1 or 3:1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mid = (lambda a: a[a.shape[0] // 2]) if x.ndim == 3 else (lambda a: a)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), dpi=64)
-    for ax, img, title in zip(axes, (mid(x), mid(y)), ("input", "prediction")):
+    panels = [(mid(x), "input"), (mid(y), "prediction")] + ([(mid(target), "target")] if target is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), dpi=64)
+    for ax, (img, title) in zip(axes, panels):
         ax.imshow(img, cmap="magma", vmin=np.percentile(img, 1), vmax=np.percentile(img, 99.8))
         ax.set_title(title)
         ax.axis("off")
@@ -108,6 +110,8 @@ def export(
     sample: np.ndarray | None = None,
     deepimagej: bool = True,
     authors: list[str] | None = None,
+    notes: str = "",
+    target: np.ndarray | None = None,
 ) -> Path:
     """Export a training run as a bioimage.io zip at ``out`` (tested first; nothing is left there on failure).
 
@@ -121,6 +125,10 @@ def export(
         A raw input image (YX / ZYX) for the test tensors and cover; default: the first training input.
     deepimagej : bool
         Rewrite ``rdf.yaml`` the way deepImageJ 3 reads it (format 0.5.10, plain-string documentation and covers).
+    notes : str
+        Extra README text (e.g. held-out scores), under "Notes".
+    target : ndarray, optional
+        The expensive acquisition matching ``sample``, shown in the cover (input | prediction | target).
     """
     _require()
     from bioimageio.core import test_model
@@ -141,8 +149,10 @@ def export(
     step = p.multiple
     halo = [_round_up(r, m) for r, m in zip(p.radius, step)]
     mins = [_round_up(2 * h + 1, m) for h, m in zip(halo, step)]
-    x = _sample(sample, cfg, nd)
-    x = _fit(x, mins, step)
+    x, tgt = _sample(sample, target, cfg, nd)
+    crop = _fit(x.shape, mins, step)
+    x = np.ascontiguousarray(x[crop])
+    tgt = np.asarray(tgt[crop], np.float32) if tgt is not None else None
     lo, hi = np.percentile(x, (cfg["data"]["pmin"], cfg["data"]["pmax"]))
     xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
     with torch.no_grad():
@@ -159,8 +169,9 @@ def export(
         torch.jit.script(net).save(str(d / "weights_torchscript.pt"))
         arch_name, callable_name = _ARCH_FILES[mcfg.arch]
         shutil.copy(Path(__file__).parent / "nn" / arch_name, d / arch_name)
-        _cover(d / "cover.png", x, y[0, 0])
-        (d / "README.md").write_text(_readme(name, cfg, saved.get("metrics", {}), x.shape))
+        _cover(d / "cover.png", x, y[0, 0], tgt)
+        readme = _readme(name, cfg, saved.get("metrics", {}), x.shape)
+        (d / "README.md").write_text(readme + (f"\n## Notes\n{notes}\n" if notes else ""))
         (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("raw")])] + [
             s.SpaceInputAxis(id=s.AxisId(a), size=s.ParameterizedSize(min=mn, step=st))
@@ -224,30 +235,35 @@ def _failure(summary: Any) -> str:
     return summary.status
 
 
-def _sample(sample: np.ndarray | None, cfg: dict[str, Any], nd: int) -> np.ndarray:
+def _sample(
+    sample: np.ndarray | None, target: np.ndarray | None, cfg: dict[str, Any], nd: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     if sample is not None:
-        return np.asarray(sample, np.float32)
+        return np.asarray(sample, np.float32), target
     root = cfg["data"].get("root")
     if root and Path(root).exists():
         from fmc_ij.io import discover, imread
 
         pairs = discover(root, low=cfg["data"].get("low"), high=cfg["data"].get("high"))
         if pairs:
-            img = imread(pairs[0].low).data.astype(np.float32)
-            return img if img.ndim == nd else img[img.shape[0] // 2]
+            lo = imread(pairs[0].low).data.astype(np.float32)
+            hi = imread(pairs[0].high).data.astype(np.float32) if pairs[0].high else None
+            if lo.ndim != nd:
+                lo, hi = lo[lo.shape[0] // 2], (hi[hi.shape[0] // 2] if hi is not None else None)
+            return lo, hi
     raise FmcInputError("no sample image for the bundle's test tensors: pass sample= (or keep the training data)")
 
 
-def _fit(x: np.ndarray, mins: list[int], step: list[int]) -> np.ndarray:
-    """A centre crop of ``x`` of the smallest valid size (min + 1 step: small bundles, still a real tile)."""
+def _fit(shape: tuple[int, ...], mins: list[int], step: list[int]) -> tuple[slice, ...]:
+    """The centre crop of the smallest valid size (min + 1 step: small bundles, still a real tile)."""
     sl = []
-    for n, mn, st in zip(x.shape, mins, step):
+    for n, mn, st in zip(shape, mins, step):
         if n < mn:
-            raise FmcInputError(f"sample image too small ({x.shape}) for the network's minimum tile {mins}")
+            raise FmcInputError(f"sample image too small ({shape}) for the network's minimum tile {mins}")
         size = mn + st if n >= mn + st else mn
         lo = (n - size) // 2
         sl.append(slice(lo, lo + size))
-    return np.ascontiguousarray(x[tuple(sl)])
+    return tuple(sl)
 
 
 def _deepimagej_compatible(zip_path: Path) -> None:

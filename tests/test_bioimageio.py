@@ -44,7 +44,8 @@ def bundles(tmp_path_factory) -> dict[int, Path]:
     out = {}
     for nd, shape in ((2, (160, 150)), (3, (40, 90, 80))):
         sample = (rng.random(shape) * 1000 + 100).astype(np.float32)
-        out[nd] = export(_run(tmp, nd), tmp / f"m{nd}d.zip", sample=sample)  # runs bioimage.io's test_model
+        target = sample * 2 if nd == 3 else None  # the cover shows input | prediction (| target)
+        out[nd] = export(_run(tmp, nd), tmp / f"m{nd}d.zip", sample=sample, target=target)  # runs test_model
     return out
 
 
@@ -124,3 +125,15 @@ def test_cli_export_and_validate(bundles, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "b.zip").exists()
+
+
+@pytest.mark.parametrize("channel", ["nucleus", "membrane"])
+def test_shipped_demo_bundles_pass_and_state_their_scores(channel):
+    from bioimageio.core import test_model
+
+    z = Path(__file__).resolve().parents[1] / "models" / f"fmc-ij-care3d-{channel}.zip"
+    assert z.is_file(), "build the demo bundles with `make models`"
+    assert z.stat().st_size <= 10 * 2**20
+    readme = zipfile.ZipFile(z).read("README.md").decode()
+    assert "Held-out synthetic specimens" in readme and "N_SSIM mean" in readme
+    assert test_model(z).status == "passed"

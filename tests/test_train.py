@@ -224,3 +224,12 @@ def test_cli_train_errors_are_one_line(lightsheet, tmp_path, capsys):
             main(argv)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
+
+
+def test_time_limit_validates_the_last_step(lightsheet, tmp_path):
+    """A run cut by --minutes before its first scheduled validation still validates and keeps a scored model."""
+    (res,) = train(tiny(lightsheet, steps=1000, val_every=500, max_minutes=0.0005), tmp_path / "t")
+    assert res.stopped == "time-limit" and res.step < 500
+    assert [r["step"] for r in res.history] == [res.step] and "val_n_ssim" in res.history[0]
+    saved = torch.load(tmp_path / "t" / "model.pt", weights_only=False)
+    assert saved["step"] == res.step and "val_n_ssim" in saved["metrics"]

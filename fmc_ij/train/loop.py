@@ -388,8 +388,14 @@ def _train_one(
             if on_step is not None:
                 on_step(step)
 
-            stop_now = 0.0
-            if step % cfg.val_every == 0 or step == cfg.steps:
+            # Rank 0's clock decides for every process; a run cut by the time limit validates its last step too.
+            time_up = bool(cfg.max_minutes and elapsed0 + time.perf_counter() - t_start > 60 * cfg.max_minutes)
+            if dd.world > 1:
+                flag = torch.tensor([float(time_up)])
+                dist.broadcast(flag, 0)
+                time_up = bool(flag[0])
+            stop_now = 2.0 if time_up else 0.0
+            if step % cfg.val_every == 0 or step == cfg.steps or time_up:
                 row: dict[str, Any] = {"step": step, "time_s": round(elapsed0 + time.perf_counter() - t_start, 2),
                                        "lr": opt.param_groups[0]["lr"], "loss": run_loss / n_run,
                                        "d_loss": run_d / n_d if n_d else None}  # fmt: skip
@@ -407,14 +413,12 @@ def _train_one(
                         save_model(out / MODEL, model, cfg.model_dump(mode="json"), step=step, metrics=metrics)
                     else:
                         bad += 1
-                    if cfg.patience and bad >= cfg.patience:
+                    if cfg.patience and bad >= cfg.patience and not time_up:
                         stop_now = 1.0
                     write_log(out, history, cfg)
                     if bar is not None:
                         bar.update(0, info=_info(row))
-            if cfg.max_minutes and (elapsed0 + time.perf_counter() - t_start) > 60 * cfg.max_minutes:
-                stop_now = max(stop_now, 2.0)
-            if dd.world > 1:  # rank 0's clock and early-stopping decide for every process
+            if dd.world > 1:  # rank 0's early-stopping decides for every process
                 flag = torch.tensor([stop_now])
                 dist.broadcast(flag, 0)
                 stop_now = float(flag[0])
