@@ -137,3 +137,14 @@ def test_shipped_demo_bundles_pass_and_state_their_scores(channel):
     readme = zipfile.ZipFile(z).read("README.md").decode()
     assert "Held-out synthetic specimens" in readme and "N_SSIM mean" in readme
     assert test_model(z).status == "passed"
+
+
+def test_predict_from_a_bundle_equals_the_run(tmp_path):
+    from fmc_ij.predict import load_predictor, predict_array
+
+    run = _run(tmp_path, 3)
+    img = (np.random.default_rng(2).random((34, 70, 66)) * 1000).astype(np.float32)
+    z = export(run, tmp_path / "b.zip", sample=img)
+    a = predict_array(load_predictor(run), img, progress=False).image
+    b = predict_array(load_predictor(z), img, progress=False).image
+    assert np.abs(a - b).max() <= 1e-6

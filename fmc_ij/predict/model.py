@@ -108,13 +108,36 @@ def _model_files(path: Path) -> list[Path]:
     raise FmcInputError(f"{path}: no {MODEL} (nor member_*/{MODEL}); pass an fmc-ij training run folder")
 
 
+def _from_bundle(path: Path, dev: torch.device) -> Predictor:
+    """A bioimage.io bundle exported by fmc-ij (its architecture file is one of fmc-ij's networks)."""
+    import tempfile
+
+    from fmc_ij.bioimageio import load_bundle
+
+    with tempfile.TemporaryDirectory(prefix="fmc-bundle-") as tmp:
+        rdf, state = load_bundle(path, tmp)
+    arch = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
+    kinds = {"UNet": "care", "WangGenerator": "wang"}
+    if arch.get("callable") not in kinds:
+        raise FmcInputError(f"{path}: not an fmc-ij network ({arch.get('callable')}); run it with bioimageio.core")
+    mcfg = ModelConfig(arch=kinds[arch["callable"]], **arch.get("kwargs", {}))
+    pre = {op["id"]: op.get("kwargs", {}) for op in rdf["inputs"][0].get("preprocessing", [])}
+    rng = pre.get("scale_range", {})
+    net = build_model(mcfg)
+    net.load_state_dict(state)
+    pmin, pmax = float(rng.get("min_percentile", 2.0)), float(rng.get("max_percentile", 99.8))
+    return Predictor([net.to(dev).eval()], mcfg, pmin, pmax, dev, str(path))
+
+
 def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor:
-    """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), one ``model.pt`` file or a
-    training checkpoint (``checkpoints/last.pt``)."""
+    """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), one ``model.pt`` file, a
+    training checkpoint (``checkpoints/last.pt``) or a bioimage.io bundle exported by fmc-ij (``.zip``)."""
     path = Path(path)
     if not path.exists():
         raise FmcInputError(f"{path}: no such model; pass a training run folder (fmc-ij train --out)")
     dev = _device(device)
+    if path.suffix.lower() == ".zip":
+        return _from_bundle(path, dev)
     nets, cfg, data = [], None, {}
     for f in _model_files(path):
         try:
