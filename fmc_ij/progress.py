@@ -20,20 +20,24 @@ T = TypeVar("T")
 _console = Console(stderr=True)
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar (silenced by ``FMC_IJ_PROGRESS=0``)."""
-    if os.environ.get("FMC_IJ_PROGRESS", "1") == "0":
-        yield from items
-        return
-    columns = (
+def _columns(*extra: TextColumn) -> tuple:
+    return (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        *extra,
     )
-    with Progress(*columns, console=_console, transient=False) as bar:
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate over ``items`` with a progress bar (silenced by ``FMC_IJ_PROGRESS=0``)."""
+    if os.environ.get("FMC_IJ_PROGRESS", "1") == "0":
+        yield from items
+        return
+    with Progress(*_columns(), console=_console, transient=False) as bar:
         yield from bar.track(items, total=total, description=description)
 
 
@@ -51,16 +55,7 @@ class Bar:
 
     def __enter__(self) -> Bar:
         if self.enabled:
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-            )
-            self._progress = Progress(*columns, console=_console, transient=False)
+            self._progress = Progress(*_columns(TextColumn("{task.fields[info]}")), console=_console, transient=False)
             self._progress.__enter__()
             self._task = self._progress.add_task(self.description, total=self.total, completed=self.completed, info="")
         return self
