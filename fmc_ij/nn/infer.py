@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from fmc_ij.errors import FmcInputError
 
 
 def size_multiple(model: torch.nn.Module, ndim: int) -> list[int]:
@@ -48,3 +52,28 @@ def receptive_radius(model: torch.nn.Module, ndim: int) -> list[int]:
     """The network's per-axis receptive radius (0 for a model that does not report one)."""
     fn = getattr(model, "receptive_radius", None)
     return list(fn()) if callable(fn) else [0] * ndim
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (this process's CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise FmcInputError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FmcInputError("device cuda requested but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs; CPUs without bf16 units (AVX2 only) would get slower, so float32 there."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def channels_last(ndim: int) -> torch.memory_format:
+    """The channels-last layout for 2D or 3D convolutions (faster with oneDNN on CPUs and cuDNN on GPUs)."""
+    return torch.channels_last_3d if ndim == 3 else torch.channels_last

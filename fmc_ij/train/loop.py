@@ -35,7 +35,7 @@ from fmc_ij.data.semisynthetic import isotropic_dataset
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
 from fmc_ij.nn.factory import build_discriminator, build_model
-from fmc_ij.nn.infer import forward_padded, size_multiple
+from fmc_ij.nn.infer import autocast, channels_last, forward_padded, resolve_device, size_multiple
 from fmc_ij.nn.losses import LOSSES, laplace_nll, n_ssim_loss, wang_discriminator_loss
 from fmc_ij.nn.losses import ssim as ssim_t
 from fmc_ij.progress import Bar
@@ -84,20 +84,6 @@ def _init_distributed(device: torch.device) -> _Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FmcInputError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FmcInputError("device cuda requested but no CUDA GPU is visible; use --device cpu")
-    return dev
 
 
 def _setup_torch(cfg: TrainConfig, device: torch.device, world: int) -> None:
@@ -165,7 +151,7 @@ def validate(
         x, y = p.norm_low(p.low[sl]), p.norm_high(p.high[sl])
         xt = torch.from_numpy(x).to(device)
         xt = xt[:, None] if (cfg.model.ndim == 2 and x.ndim == 3) else xt[None, None]
-        with _autocast(device):
+        with autocast(device):
             out = forward_padded(model, xt, mult, halo=[4 * m for m in mult])[:, :1].float()
         if cfg.model.output_floor is not None:
             out = out.clamp_min(cfg.model.output_floor)
@@ -184,11 +170,6 @@ def validate(
         res[f"val_mae{key}"], res[f"val_ssim{key}"] = float(arr[:, 0].mean()), float(arr[:, 1].mean())
         res[f"val_n_ssim{key}"] = float(np.nanmean(arr[:, 2])) if np.isfinite(arr[:, 2]).any() else float("nan")
     return res
-
-
-def _autocast(device: torch.device):
-    # bf16 on GPUs; CPUs without bf16 units (AVX2 only) would get slower, so float32 there.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def _score(metrics: dict[str, float]) -> float:
@@ -219,11 +200,9 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _to(x: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(x).to(device, non_blocking=True)
-    if channels_last:
-        t = t.contiguous(memory_format=torch.channels_last_3d if t.dim() == 5 else torch.channels_last)
-    return t
+    return t.contiguous(memory_format=channels_last(t.dim() - 2))
 
 
 def _load_pairs(cfg: TrainConfig) -> list[TrainPair]:
@@ -271,7 +250,7 @@ def train(
         pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed
     )
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     dist_info = _init_distributed(device)
     if dist_info.main:
         cfg.save(out / "config.yaml")
@@ -306,8 +285,7 @@ def _train_one(
     mult = size_multiple(model, mcfg.ndim)
     if any(p % m for p, m in zip(cfg.data.patch, mult)):
         raise FmcInputError(f"patch {cfg.data.patch} must be a multiple of {mult} for this network")
-    channels_last = True  # faster 3D convolutions on CPU (oneDNN) and GPU (cuDNN)
-    model = model.to(memory_format=torch.channels_last_3d if mcfg.ndim == 3 else torch.channels_last)
+    model = model.to(memory_format=channels_last(mcfg.ndim))
     opt = _optimizer(model.parameters(), cfg)
     sched = _scheduler(opt, cfg)
     disc = d_opt = None
@@ -362,8 +340,8 @@ def _train_one(
     with bar if bar is not None else nullcontext():
         while step < cfg.steps:
             x_np, y_np = batches.batch(step, items)
-            x, y = _to(x_np, device, channels_last), _to(y_np, device, channels_last)
-            with _autocast(device):
+            x, y = _to(x_np, device), _to(y_np, device)
+            with autocast(device):
                 if cfg.gan is None:
                     loss = loss_fn(ddp_model(x), y, x)
                     d_loss = None
