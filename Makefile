@@ -21,33 +21,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# ImageJ 1 (Debian's libij-java) and Xvfb for the Fiji-side tests; only attempted as root.
+# ImageJ 1 (Debian's libij-java), Xvfb and a JDK for the Fiji-side tests, Chromium to render the HTML report;
+# only attempted as root.
 system-deps:
-	@if [ -f /usr/share/java/ij.jar ] && command -v xvfb-run >/dev/null 2>&1; then \
-	  echo "ImageJ 1 and Xvfb present"; \
+	@if [ -f /usr/share/java/ij.jar ] && command -v xvfb-run >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 \
+	    && command -v chromium >/dev/null 2>&1; then \
+	  echo "ImageJ 1, Xvfb, JDK and Chromium present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libij-java xvfb xauth >/dev/null) \
-	    || echo "warning: could not install libij-java/xvfb; ImageJ tests will be skipped"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libij-java xvfb xauth \
+	    default-jdk-headless chromium >/dev/null) \
+	    || echo "warning: could not install libij-java/xvfb/jdk/chromium; those tests will be skipped"; \
 	else \
 	  echo "note: not root; install libij-java and xvfb to run the ImageJ tests"; \
 	fi
 
-# The main job on built-in synthetic data, as far as it is built (simulate, inspect, register, score the
-# input-as-prediction baseline, train care3d briefly, predict a held-out specimen, score it) until
-# `fmc-ij demo` lands.
-DEMO_MINUTES ?= 3
+# The main job on built-in synthetic data: simulate (misregistered) -> register -> train care3d -> predict a
+# held-out specimen with uncertainty -> evaluate -> SQUIRREL -> bioimage.io bundle -> report.html.
+DEMO_MINUTES ?= 6
+DEMO_SEED ?= 0
 demo: $(STAMP)
-	$(BIN)/fmc-ij simulate --kind all --out $(DEMO_OUT)/data --overwrite
-	$(BIN)/fmc-ij info $(DEMO_OUT)/data/lightsheet
-	$(BIN)/fmc-ij info $(DEMO_OUT)/data/beads
-	$(BIN)/fmc-ij info $(DEMO_OUT)/data/filaments
-	$(BIN)/fmc-ij register --dataset $(DEMO_OUT)/data/lightsheet --out $(DEMO_OUT)/registered --overwrite
-	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/registered --gt $(DEMO_OUT)/registered --input $(DEMO_OUT)/registered --out $(DEMO_OUT)/eval-baseline --no-iou
-	$(BIN)/fmc-ij simulate --kind lightsheet --n 1 --seed 1 --out $(DEMO_OUT)/heldout --overwrite
-	$(BIN)/fmc-ij train --data $(DEMO_OUT)/registered --preset care3d --minutes $(DEMO_MINUTES) --out $(DEMO_OUT)/run --overwrite
-	$(BIN)/fmc-ij predict --model $(DEMO_OUT)/run $(DEMO_OUT)/heldout --pattern '*_angle.tif' --out $(DEMO_OUT)/pred
-	$(BIN)/fmc-ij evaluate --pred $(DEMO_OUT)/pred --gt $(DEMO_OUT)/heldout --input $(DEMO_OUT)/heldout --out $(DEMO_OUT)/eval --no-iou
-	@echo "demo done: training log $(DEMO_OUT)/run/log.csv, scores $(DEMO_OUT)/eval/report.html"
+	$(BIN)/fmc-ij demo --out $(DEMO_OUT) --minutes $(DEMO_MINUTES) --seed $(DEMO_SEED) --overwrite
 
 # The demo bundles in models/ (one care3d per channel on the built-in synthetic data; about 12 min on 2 cores).
 MODEL_MINUTES ?= 5

@@ -39,13 +39,16 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _arch_kwargs(model: Any) -> dict[str, Any]:
+def _arch_kwargs(model: Any, net: torch.nn.Module) -> dict[str, Any]:
     if model.arch == "wang":
         return {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
                 "base": model.base, "depth": model.depth}  # fmt: skip
-    return {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
-            "depth": model.depth, "base": model.base, "kernel": model.kernel, "residual": model.residual,
-            "norm": model.norm, "pool": model.pool, "probabilistic": model.probabilistic}  # fmt: skip
+    kw = {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
+          "depth": model.depth, "base": model.base, "kernel": model.kernel, "residual": model.residual,
+          "norm": model.norm, "pool": model.pool, "probabilistic": model.probabilistic}  # fmt: skip
+    if getattr(net, "clamp_mean", False):
+        kw["mean_floor"] = net.mean_floor
+    return kw
 
 
 def _cover(path: Path, x: np.ndarray, y: np.ndarray, target: np.ndarray | None = None) -> None:
@@ -144,12 +147,20 @@ def export(
     saved = torch.load(next(iter([run / "model.pt"] if run.is_dir() else [run])), weights_only=False)
     cfg, mcfg = saved["config"], p.model
     net = p.nets[0].to(memory_format=torch.contiguous_format).eval()
+    floor = mcfg.output_floor
+    if mcfg.probabilistic:  # the floor goes into the network: a clip step would also clip the log-scale channel
+        net.set_mean_floor(floor)
     nd = mcfg.ndim
     axes_ids = ["z", "y", "x"][-nd:]
     step = p.multiple
     halo = [_round_up(r, m) for r, m in zip(p.radius, step)]
     mins = [_round_up(2 * h + 1, m) for h, m in zip(halo, step)]
     x, tgt = _sample(sample, target, cfg, nd)
+    # A sample smaller than the network's minimum tile is mirrored out to it (as prediction pads borders).
+    pad = [(0, max(0, mn + st - n)) for n, mn, st in zip(x.shape, mins, step)]
+    if any(b for _, b in pad):
+        x = np.pad(x, pad, mode="symmetric")
+        tgt = np.pad(tgt, pad, mode="symmetric") if tgt is not None else None
     crop = _fit(x.shape, mins, step)
     x = np.ascontiguousarray(x[crop])
     tgt = np.asarray(tgt[crop], np.float32) if tgt is not None else None
@@ -157,7 +168,6 @@ def export(
     xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
     with torch.no_grad():
         y = net(torch.from_numpy(xn)[None, None]).numpy().astype(np.float32)
-    floor = mcfg.output_floor
     if floor is not None:
         y[:, :1] = np.maximum(y[:, :1], floor)
     name = name or f"fmc-ij {mcfg.arch} {nd}D {run.name}"
@@ -188,7 +198,7 @@ def export(
             max_percentile=cfg["data"]["pmax"]))]  # fmt: skip
         post = [] if floor is None or mcfg.probabilistic else [s.ClipDescr(kwargs=s.ClipKwargs(min=float(floor)))]
         arch = s.ArchitectureFromFileDescr(source=d / arch_name, callable=s.Identifier(callable_name),
-                                           kwargs=_arch_kwargs(mcfg))  # fmt: skip
+                                           kwargs=_arch_kwargs(mcfg, net))  # fmt: skip
         version = s.Version(torch.__version__.split("+")[0])
         cite = [s.CiteEntry(text="Weigert et al. 2018, Content-aware image restoration", doi=s.Doi(CARE_DOI))]
         if mcfg.arch == "wang":

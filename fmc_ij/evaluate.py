@@ -36,7 +36,7 @@ from fmc_ij.progress import track
 TIF = re.compile(r"\.(ome\.)?tiff?$", re.IGNORECASE)
 COLUMNS = (
     "name", "channel", "study", "ssim_input", "ssim_pred", "n_ssim", "n_iou", "psnr", "nrmse", "mae", "pearson",
-    "one_minus_ssim_input", "outlier",
+    "psnr_input", "nrmse_input", "one_minus_ssim_input", "outlier",
 )  # fmt: skip
 
 
@@ -66,9 +66,11 @@ def match_files(pred_dir: Path, gt_dir: Path, input_dir: Path) -> list[tuple[str
     for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt"), (input_dir, "--input")):
         if not d.is_dir():
             raise FmcInputError(f"{what} {d}: no such folder")
-    # ``*_fused`` files are targets, not predictions (a folder may hold both, e.g. a registered dataset).
+    # ``*_fused`` files are targets and ``*_uncertainty`` files predict's error bars, not predictions.
     preds = sorted(
-        p for p in pred_dir.iterdir() if TIF.search(p.name) and not p.name.startswith(".") and "_fused." not in p.name
+        p
+        for p in pred_dir.iterdir()
+        if TIF.search(p.name) and not p.name.startswith(".") and not re.search(r"_(fused|uncertainty)\.", p.name)
     )
     if not preds:
         raise FmcInputError(f"--pred {pred_dir}: no TIFF files; write predictions there with the inputs' names")
@@ -106,6 +108,9 @@ def evaluate_images(
     row: dict[str, float] = {"ssim_input": s_in, "ssim_pred": s_pred, "n_ssim": n_ssim_from(s_pred, s_in)}
     row.update(pixel_metrics(pred, gt, data_range=1.0, normalize=(p_pred, p_gt)))
     row.pop("mse")
+    # The identity baseline (the input as its own prediction) on the same scale, for the tables against it.
+    ident = pixel_metrics(inp, gt, data_range=1.0, normalize=(p_in, p_gt))
+    row.update(psnr_input=ident["psnr"], nrmse_input=ident["nrmse"])
     row["n_iou"] = math.nan
     if cfg.iou:
         seg = get_segmenter(channel, cfg.segmenter)
@@ -127,7 +132,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for ch in sorted({r["channel"] for r in rows}):
         sub = [r for r in rows if r["channel"] == ch]
         kept = [r for r in sub if not r["outlier"]]
-        metrics = ("n_ssim", "n_iou", "ssim_input", "ssim_pred", "psnr", "nrmse", "mae", "pearson")
+        metrics = (
+            "n_ssim", "n_iou", "ssim_input", "ssim_pred", "psnr", "nrmse", "mae", "pearson", "psnr_input", "nrmse_input"
+        )  # fmt: skip
         out[ch] = {
             "n_images": len(sub),
             "all": {m: _stats([r[m] for r in sub]) for m in metrics},

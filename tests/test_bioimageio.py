@@ -25,14 +25,15 @@ from fmc_ij.nn.factory import ModelConfig, build_model  # noqa: E402
 from fmc_ij.train.checkpoint import save_model  # noqa: E402
 
 
-def _run(tmp_path: Path, ndim: int) -> Path:
+def _run(tmp_path: Path, ndim: int, probabilistic: bool = False) -> Path:
     torch.manual_seed(0)
-    mc = ModelConfig(ndim=ndim, depth=2, base=4)
+    mc = ModelConfig(ndim=ndim, depth=2, base=4, probabilistic=probabilistic)
     mc = mc.resolve_pool((1.0, 0.4, 0.4)) if ndim == 3 else mc
-    cfg = {"model": mc.model_dump(mode="json"), "loss": {"mae": 1.0}, "steps": 1,
+    loss = {"laplace": 1.0} if probabilistic else {"mae": 1.0}
+    cfg = {"model": mc.model_dump(mode="json"), "loss": loss, "steps": 1,
            "data": {"root": None, "patch": [16, 64, 64][-ndim:], "batch": 1, "pmin": 2.0, "pmax": 99.8},
            "optim": {"name": "adamw", "lr": 4e-4}}  # fmt: skip
-    run = tmp_path / f"run{ndim}d"
+    run = tmp_path / f"run{ndim}d{'p' if probabilistic else ''}"
     save_model(run / "model.pt", build_model(mc), cfg, step=1, metrics={"val_n_ssim": 0.5})
     return run
 
@@ -148,3 +149,17 @@ def test_predict_from_a_bundle_equals_the_run(tmp_path):
     a = predict_array(load_predictor(run), img, progress=False).image
     b = predict_array(load_predictor(z), img, progress=False).image
     assert np.abs(a - b).max() <= 1e-6
+
+
+def test_probabilistic_bundle_floors_the_mean_not_the_log_scale(tmp_path):
+    from fmc_ij.predict import load_predictor, predict_array
+
+    run = _run(tmp_path, 2, probabilistic=True)
+    img = (np.random.default_rng(4).random((70, 66)) * 1000).astype(np.float32)
+    z = export(run, tmp_path / "p.zip", sample=img)  # passes test_model: the floor lives in the network
+    rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["mean_floor"] == 0.0
+    post = [op["id"] for op in rdf["outputs"][0].get("postprocessing", [])]
+    assert "clip" not in post  # a clip would also clip the log-scale channel
+    a, b = (predict_array(load_predictor(m), img, progress=False) for m in (run, z))
+    assert np.abs(a.image - b.image).max() <= 1e-6 and np.abs(a.uncertainty - b.uncertainty).max() <= 1e-6

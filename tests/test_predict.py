@@ -42,6 +42,22 @@ def test_tiled_equals_whole_array(ndim, shape, tile):
     assert np.abs(tiled - whole).max() <= 1e-4  # tile borders included: no seams
 
 
+@pytest.mark.parametrize(("ndim", "shape", "tile"), [(2, (90, 77), (32, 48)), (3, (12, 60, 52), (6, 30, 30))])
+def test_test_time_flips_tile_seam_free_and_give_an_uncertainty(ndim, shape, tile):
+    img = (np.random.default_rng(5).random(shape) * 100).astype(np.float32)
+    p = _predictor(ndim, output_floor=None)
+    plain = predict_array(p, img, progress=False)
+    p.tta = True
+    whole = predict_array(p, img, tile=[n + 128 for n in shape], progress=False)
+    tiled = predict_array(p, img, tile=[t + 2 * h for t, h in zip(tile, p.radius)], batch=2, progress=False)
+    assert np.abs(tiled.image - whole.image).max() <= 1e-4
+    assert np.abs(tiled.uncertainty - whole.uncertainty).max() <= 1e-4
+    # The flip average of an untrained (not flip-equivariant) network differs from the plain pass, and its
+    # spread is the uncertainty.
+    assert plain.uncertainty is None and whole.uncertainty.max() > 0
+    assert np.abs(whole.image - plain.image).max() > 1e-4
+
+
 def test_plane_wise_2d_model_on_a_volume():
     img = np.random.default_rng(1).random((3, 40, 50)).astype(np.float32)
     p = _predictor(2)

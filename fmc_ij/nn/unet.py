@@ -71,6 +71,9 @@ class UNet(nn.Module):
         Per-level pooling factors (see :func:`pool_factors`); 2 on every axis by default.
     probabilistic : bool
         Add a Laplace scale head: the output has ``2 * out_channels`` channels (mean, log-scale).
+    mean_floor : float, optional
+        Clamp the mean channels from below (the background level). Off in training; exported probabilistic
+        bundles set it, since a postprocessing clip would also clip the log-scale channels.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class UNet(nn.Module):
         pool: list[list[int]] | None = None,
         probabilistic: bool = False,
         n_conv: int = 2,
+        mean_floor: float | None = None,
     ):
         super().__init__()
         if ndim not in (2, 3):
@@ -93,6 +97,7 @@ class UNet(nn.Module):
         self.ndim = ndim
         self.residual = residual and in_channels == out_channels
         self.probabilistic = probabilistic
+        self.set_mean_floor(mean_floor)
         self.out_channels = out_channels
         pool = pool or [[2] * ndim for _ in range(depth)]
         self.pool_sizes = [list(p) for p in pool]
@@ -133,12 +138,20 @@ class UNet(nn.Module):
             h = block(torch.cat([h, skips[j]], 1))
             j -= 1
         out = self.head(h)
+        if not self.probabilistic:
+            return out + x if self.residual else out
+        mean = out[:, : self.out_channels]
         if self.residual:
-            if self.probabilistic:
-                mean = out[:, : self.out_channels] + x
-                return torch.cat([mean, out[:, self.out_channels :]], 1)
-            return out + x
-        return out
+            mean = mean + x
+        if self.clamp_mean:
+            mean = mean.clamp_min(self.mean_floor)
+        return torch.cat([mean, out[:, self.out_channels :]], 1)
+
+    @torch.jit.unused
+    def set_mean_floor(self, value: float | None) -> None:
+        """Clamp the mean channels at ``value`` from now on (None: no clamp)."""
+        self.clamp_mean = value is not None
+        self.mean_floor = float(value or 0.0)
 
     def size_multiple(self) -> list[int]:
         """Input sizes must be multiples of these (product of the pooling factors per axis)."""

@@ -23,14 +23,15 @@ from fmc_ij.predict.files import collect_inputs, predict_file
 from fmc_ij.predict.model import Predictor, load_predictor
 from fmc_ij.progress import track
 
-_CACHE: dict[tuple[str, str], Predictor] = {}
+_CACHE: dict[tuple[str, str, bool], Predictor] = {}
 
 
-def _predictor(model: str, device: str) -> Predictor:
+def _predictor(model: str, device: str, tta: bool = False) -> Predictor:
     # One load per worker process, reused by its later tasks.
-    key = (model, device)
+    key = (model, device, tta)
     if key not in _CACHE:
         _CACHE[key] = load_predictor(model, device)
+        _CACHE[key].tta = tta
     return _CACHE[key]
 
 
@@ -55,18 +56,18 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         yield client
 
 
-def _file_task(model: str, device: str, src: str, dst: str, kwargs: dict[str, Any]) -> list[str]:
-    return [str(p) for p in predict_file(_predictor(model, device), src, dst, progress=False, **kwargs)]
+def _file_task(model: str, device: str, tta: bool, src: str, dst: str, kwargs: dict[str, Any]) -> list[str]:
+    return [str(p) for p in predict_file(_predictor(model, device, tta), src, dst, progress=False, **kwargs)]
 
 
 def predict_files_dask(
     client: Any, model: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
-    device: str = "cpu", pattern: str = "*", **kwargs: Any,
+    device: str = "cpu", pattern: str = "*", tta: bool = False, **kwargs: Any,
 ) -> list[Path]:  # fmt: skip
     """:func:`fmc_ij.predict.predict_files` with one Dask task per file."""
     out = Path(out)
     pairs = collect_inputs(inputs, pattern)
-    futures = [client.submit(_file_task, str(model), device, str(src), str(out / rel), kwargs, pure=False)
+    futures = [client.submit(_file_task, str(model), device, tta, str(src), str(out / rel), kwargs, pure=False)
                for src, rel in pairs]  # fmt: skip
     written: list[Path] = []
     for f in track(futures, "predict (dask)", total=len(futures)):
@@ -74,8 +75,8 @@ def predict_files_dask(
     return written
 
 
-def _tile_task(model: str, device: str, src: str, norm: tuple[float, float], chunk: list) -> list:
-    p = _predictor(model, device)
+def _tile_task(model: str, device: str, tta: bool, src: str, norm: tuple[float, float], chunk: list) -> list:
+    p = _predictor(model, device, tta)
     image = open_lazy(src).data
     return run_tiles(p, image, Normalizer(*norm), chunk)
 
@@ -90,19 +91,21 @@ def predict_volume_dask(
     halo: Sequence[int] | None = None,
     batch: int = 1,
     out: Any | None = None,
+    tta: bool = False,
 ) -> Prediction:
     """Predict one (large) image with its tile groups spread over the cluster.
 
     Same tiles and batches as :func:`fmc_ij.predict.predict_array`, hence the same result.
     """
     p = load_predictor(model, "cpu")
+    p.tta = tta
     image = open_lazy(src).data
     norm = Normalizer.fit(image, p.pmin, p.pmax)
     chunks = plan_tiles(p, tuple(image.shape), tile=tile, halo=halo, batch=batch)
     shape = tuple(image.shape)
     mean = out if out is not None else np.zeros(shape, np.float32)
     unc = np.zeros(shape, np.float32) if p.has_uncertainty else None
-    futures = [client.submit(_tile_task, str(model), device, str(src), (norm.lo, norm.hi), c, pure=False)
+    futures = [client.submit(_tile_task, str(model), device, tta, str(src), (norm.lo, norm.hi), c, pure=False)
                for c in chunks]  # fmt: skip
     for f in track(futures, "predict (dask tiles)", total=len(futures)):
         for dst, m, u in f.result():

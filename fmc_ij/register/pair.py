@@ -196,12 +196,16 @@ def qc_figure(ref: np.ndarray, result: RegistrationResult, path: str | os.PathLi
     step = max(1, min(f.shape[1:]) // 16)
     yy, xx = np.mgrid[0 : f.shape[1] : step, 0 : f.shape[2] : step]
     mag = np.hypot(f[0], f[1])
-    axes[2].imshow(mag, cmap="viridis")
+    im = axes[2].imshow(mag, cmap="viridis")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.03, label="|displacement| (px)")
     axes[2].quiver(xx, yy, f[1][::step, ::step], -f[0][::step, ::step], color="w", angles="xy")
     axes[2].set_title(f"field |d| (max {mag.max():.2f} px)")
+    for ax in axes[:2]:
+        ax.text(0.01, 0.99, "magenta: reference (HR)\ngreen: moving (LR)", transform=ax.transAxes, va="top",
+                fontsize=7, color="w", bbox={"facecolor": "k", "alpha": 0.5, "pad": 2})  # fmt: skip
     for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
     return report.save_figure(fig, path)
 
 

@@ -1,11 +1,10 @@
-"""Figures and HTML for results: PNGs written atomically, an HTML page that embeds them.
+"""Figures for results: PNGs written atomically, labelled axes, colour bars on every image.
 
 Matplotlib runs headless (Agg). Every function returns the path it wrote.
 """
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fmc_ij.io.atomic import atomic_path, write_text_atomic  # noqa: E402
+from fmc_ij.io.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -27,9 +26,68 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Pat
     return Path(path)
 
 
-def _display_range(img: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(img, (1, 99.8))
+def display_range(img: np.ndarray, pmin: float = 1.0, pmax: float = 99.8) -> tuple[float, float]:
+    """Percentile display limits (never an empty range)."""
+    lo, hi = np.percentile(img, (pmin, pmax))
     return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _planes(img: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if img.ndim == 2:
+        return [("XY", img)]
+    return [("XY", img[img.shape[0] // 2]), ("XZ", img[:, img.shape[1] // 2, :])]
+
+
+def orthoviews(
+    images: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    spacing: Sequence[float] | None = None,
+    unit: str = "µm",
+    cmaps: Mapping[str, str] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Path:
+    """One column per image: the middle XY plane and, for 3D, the middle XZ plane, at the true aspect ratio.
+
+    Axes are in ``unit`` when ``spacing`` (ZYX or YX) is given, in pixels otherwise; every panel has a colour
+    bar. ``ranges`` fixes a column's display limits (default: 1st-99.8th percentile of the plane), ``cmaps``
+    its colour map (default grey) and ``labels`` its colour-bar label (default "intensity").
+    """
+    names = list(images)
+    first = np.asarray(next(iter(images.values())))
+    rows = 2 if first.ndim == 3 else 1
+    sp = list(spacing) if spacing is not None else [1.0] * first.ndim
+    u = unit if spacing is not None else "px"
+    nz = first.shape[0] * sp[0] if rows == 2 else 0.0
+    ny = first.shape[-2] * sp[-2]
+    heights = [ny, max(nz, 0.15 * ny)] if rows == 2 else [ny]
+    fig, axes = plt.subplots(
+        rows, len(names), figsize=(3.3 * len(names), 3.0 * sum(heights) / ny + 0.6), squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )  # fmt: skip
+    for j, name in enumerate(names):
+        img = np.asarray(images[name], np.float32)
+        for i, (plane_name, plane) in enumerate(_planes(img)):
+            ax = axes[i, j]
+            lo, hi = (ranges or {}).get(name) or display_range(plane)
+            vert = sp[0] if plane_name == "XZ" else sp[-2]
+            extent = (0, plane.shape[1] * sp[-1], plane.shape[0] * vert, 0)
+            im = ax.imshow(
+                plane, cmap=(cmaps or {}).get(name, "gray"), vmin=lo, vmax=hi, extent=extent, interpolation="nearest"
+            )
+            cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            cb.set_label((labels or {}).get(name, "intensity"), fontsize=8)
+            cb.ax.tick_params(labelsize=7)
+            ax.set_xlabel(f"x ({u})", fontsize=8)
+            ax.set_ylabel(f"{'z' if plane_name == 'XZ' else 'y'} ({u})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"{name} ({plane_name})", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def slice_panel(
@@ -39,28 +97,10 @@ def slice_panel(
     title: str = "",
     spacing: Sequence[float] | None = None,
 ) -> Path:
-    """One row per image: the middle XY plane and, for 3D, the middle XZ plane at the true aspect ratio."""
-    names = list(images)
-    is3d = next(iter(images.values())).ndim == 3
-    cols = 2 if is3d else 1
-    fig, axes = plt.subplots(cols, len(names), figsize=(3.2 * len(names), 3.2 * cols), squeeze=False)
-    sz = (spacing[0] / spacing[-1]) if (is3d and spacing is not None) else 1.0
-    for j, name in enumerate(names):
-        img = np.asarray(images[name], np.float32)
-        planes = [img[img.shape[0] // 2], img[:, img.shape[1] // 2, :]] if is3d else [img]
-        for i, plane in enumerate(planes):
-            lo, hi = _display_range(plane)
-            ax = axes[i, j]
-            ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, aspect=sz if i == 1 else 1.0, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=10)
-            if j == 0:
-                ax.set_ylabel("XY" if i == 0 else "XZ")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return save_figure(fig, path)
+    """Input / prediction / ground truth side by side on one shared display range (that of the last image)."""
+    last = np.asarray(list(images.values())[-1], np.float32)
+    rng = display_range(last)
+    return orthoviews(images, path, title=title, spacing=spacing, ranges=dict.fromkeys(images, rng))
 
 
 def strip_plot(
@@ -141,44 +181,3 @@ def line_plot(
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
-
-
-def html_report(
-    path: str | os.PathLike,
-    *,
-    title: str,
-    sections: Sequence[tuple[str, str | Sequence[Path] | Sequence[Mapping[str, object]]]],
-) -> Path:
-    """A self-contained-looking HTML page: each section is text, a list of PNGs (linked relative to the
-    page) or a table (a list of dicts)."""
-    out = Path(path)
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:right}img{max-width:100%}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1>",
-    ]
-    for heading, body in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        if isinstance(body, str):
-            parts.append(f"<p>{html.escape(body)}</p>")
-        elif body and isinstance(body[0], Mapping):
-            cols = list(body[0])
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
-            for row in body:
-                cells = "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in cols)
-                parts.append(f"<tr>{cells}</tr>")
-            parts.append("</table>")
-        else:
-            for png in body:
-                rel = os.path.relpath(Path(png), out.parent)
-                parts.append(f"<p><img src='{html.escape(rel)}' alt='{html.escape(Path(png).stem)}'></p>")
-    parts.append("</body></html>")
-    return write_text_atomic(out, "\n".join(parts))
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
