@@ -121,8 +121,11 @@ def run_demo(
         deterministic=True,
         device=device,
         # Registration crops a few voxels of border; patches must fit what is left (multiples of the pooling).
-        data={"root": str(out / "registered"), "val_crop": list(shape),
-              "patch": [min(p, (s - 8) // 4 * 4) for p, s in zip((16, 64, 64), shape)]},  # fmt: skip
+        data={
+            "root": str(out / "registered"),
+            "val_crop": list(shape),
+            "patch": [min(p, (s - 8) // 4 * 4) for p, s in zip((16, 64, 64), shape)],
+        },  # fmt: skip
     ).with_overrides({"name": "fmc-ij-demo"})
     result = stage(3, "train", lambda: train(cfg, out / "run", overwrite=overwrite)[0])
     predictor = load_predictor(out / "run", device=device)
