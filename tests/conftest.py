@@ -32,6 +32,10 @@ STUBS = Path(__file__).parent / "stubs"
 STUB_COMMANDS = {
     "ErrorMapStub": ("NanoJ-SQUIRREL", "Calculate Error-Map, RSE and RSP"),
     "RegisterChannelsStub": ("NanoJ-Core", "Register Channels - Estimate"),
+    "RegisterChannelsApplyStub": ("NanoJ-Core", "Register Channels - Apply"),
+    "EstimateDriftStub": ("NanoJ-Core", "Estimate Drift"),
+    "CorrectDriftStub": ("NanoJ-Core", "Correct Drift"),
+    "DeepImageJRunStub": ("DeepImageJ", "DeepImageJ Run"),
 }
 
 
@@ -58,6 +62,6 @@ def fake_fiji(tmp_path_factory):
             [javac, "-cp", str(ij_jar), "-d", str(build), str(STUBS / f"{cls}.java")], check=True, timeout=120
         )
         (build / "plugins.config").write_text(f'Plugins>{menu}, "{command}", {cls}\n')
-        name = menu.replace("-", "_") + "_stub.jar"
+        name = f"{menu.replace('-', '_')}_{cls}.jar"  # find_nanoj / find_squirrel match the menu part
         subprocess.run([jar, "cf", str(root / "plugins" / name), "-C", str(build), "."], check=True, timeout=120)
     return root

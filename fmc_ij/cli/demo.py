@@ -12,7 +12,7 @@ from fmc_ij.cli._app import _out, app
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder."),
-    minutes: float = typer.Option(6.0, help="Training budget: sets the steps (50 per minute) and the time limit."),
+    minutes: float = typer.Option(6.0, help="Training budget: sets the steps (50 per minute); stops at 1.5x it."),
     seed: int = typer.Option(0, help="Seed of data, split, weights and patches: the same seed, the same metrics."),
     steps: int = typer.Option(None, min=1, help="Training steps (default: from --minutes)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -28,7 +28,7 @@ def demo(
             f"PSNR {m['psnr_input']:.2f} -> {m['psnr_pred']:.2f} dB"
         )
     if res.stopped_by_time_limit:
-        _out.print(f"note: training hit the {minutes} min limit at step {res.steps}; metrics depend on speed")
+        _out.print(f"note: training hit its time limit at step {res.steps}; metrics depend on speed")
     _out.print(f"bundle: {res.bundle}")
     _out.print(f"report: [bold]{res.report}[/bold]  (open it in a browser)")
 

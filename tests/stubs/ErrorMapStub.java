@@ -16,7 +16,9 @@ public class ErrorMapStub implements PlugIn {
     gd.showDialog();
     if (gd.wasCanceled()) return;
     String ref = gd.getNextChoice(), sr = gd.getNextChoice(), rsf = gd.getNextChoice(); double mx = gd.getNextNumber();
-    IJ.log("stub reference=" + ref + " sr=" + sr + " rsf=" + rsf + " max=" + mx);
+    String rec = "reference=" + ref + " super-resolution=" + sr + " rsf=" + rsf + " max.=" + (int) mx;
+    System.setProperty("fmc.stub.Calculate Error-Map, RSE and RSP", rec);
+    IJ.log("stub " + rec);
     ImagePlus s = WindowManager.getImage(sr);
     ResultsTable rt = new ResultsTable();
     rt.incrementCounter();

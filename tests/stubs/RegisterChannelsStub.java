@@ -20,7 +20,9 @@ public class RegisterChannelsStub implements PlugIn {
     if (gd.wasCanceled()) return;
     double ref = gd.getNextNumber(), n = gd.getNextNumber(), mx = gd.getNextNumber(), blocks = gd.getNextNumber();
     double min = gd.getNextNumber(), gauss = gd.getNextNumber(); boolean apply = gd.getNextBoolean();
-    IJ.log("stub reference=" + ref + " number=" + n + " max=" + mx + " blocks=" + blocks + " min=" + min + " gaussian=" + gauss + " apply=" + apply);
+    String rec = "reference=" + (int) ref + " number=" + (int) n + " max=" + (int) mx + " blocks=" + (int) blocks + " min=" + min + " gaussian=" + gauss + " apply=" + apply;
+    System.setProperty("fmc.stub.Register Channels - Estimate", rec);
+    IJ.log("stub " + rec);
     int w = imp.getWidth(), h = imp.getHeight();
     new ImagePlus(imp.getTitle() + " - TranslationMask", new FloatProcessor(2 * w, h)).show();
     if (apply) {

@@ -1,8 +1,7 @@
-"""Fiji / ImageJ interop.
+"""ImageJ / Fiji in a child process: shipped macros run by ImageJ 1 (``-batch``) or by the user's Fiji.
 
-This module runs ImageJ 1 macros in a real ImageJ: Debian's ``libij-java`` (ImageJ 1.53t) or a
-Fiji/ImageJ ``ij.jar`` the user points to with ``FMC_IJ_IJ_JAR``. Macro commands that open images
-need AWT, so a headless machine gets a virtual X server (Xvfb). Nothing here downloads anything.
+A child process can be killed, so a modal dialog never hangs the caller (timeouts). Macro commands that open
+images need AWT, so a headless machine gets a virtual X server (xvfb-run).
 """
 
 from __future__ import annotations
@@ -13,31 +12,10 @@ import subprocess
 from pathlib import Path
 
 from fmc_ij.errors import FmcInputError
+from fmc_ij.fiji.commands import ij_path, register_channels_estimate
+from fmc_ij.fiji.locate import ImageJNotFound, find_fiji, find_ij_jar, find_java, find_nanoj, find_squirrel, utf8_env
 
-MACROS_DIR = Path(__file__).resolve().parent.parent / "macros"
-_IJ_JAR_CANDIDATES = ("/usr/share/java/ij.jar",)
-
-
-class ImageJNotFound(FmcInputError):
-    """No ImageJ 1 / Java / Xvfb to run a macro with."""
-
-
-def find_ij_jar() -> Path:
-    """Locate ``ij.jar``: ``$FMC_IJ_IJ_JAR``, then Debian's libij-java."""
-    env = os.environ.get("FMC_IJ_IJ_JAR")
-    for cand in ([env] if env else []) + list(_IJ_JAR_CANDIDATES):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-    raise ImageJNotFound(
-        "ImageJ 1 not found: install it (Debian: apt-get install libij-java) or set FMC_IJ_IJ_JAR=/path/to/ij.jar"
-    )
-
-
-def find_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise ImageJNotFound("Java not found: install a JRE (Debian: apt-get install default-jre-headless)")
-    return java
+MACROS_DIR = Path(__file__).resolve().parents[2] / "macros"
 
 
 def macro_path(name: str) -> Path:
@@ -68,7 +46,7 @@ def run_imagej1_macro(macro: str | Path, argument: str = "", *, timeout: float =
             raise ImageJNotFound("no display and no Xvfb: install xvfb (apt-get install xvfb) or set DISPLAY")
         cmd = [xvfb, "-a", "-s", "-screen 0 1280x1024x24", *cmd]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=utf8_env())
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"ImageJ macro {macro} timed out after {timeout:g} s") from None
     if res.returncode != 0 or "Macro Error" in res.stdout:
@@ -80,7 +58,7 @@ def run_imagej1_macro(macro: str | Path, argument: str = "", *, timeout: float =
 
 def imagej_calibration(path: str | Path, *, timeout: float = 120.0) -> dict[str, str]:
     """Open an image in ImageJ 1 and return what ``getVoxelSize``/``getDimensions`` report."""
-    out = run_imagej1_macro(macro_path("fmc_calibration.ijm"), f"path=[{Path(path).resolve()}]", timeout=timeout)
+    out = run_imagej1_macro(macro_path("fmc_calibration.ijm"), f"path=[{ij_path(path)}]", timeout=timeout)
     line = next((ln for ln in out.splitlines() if ln.startswith("file=")), None)
     if line is None:
         raise RuntimeError(f"ImageJ printed no calibration for {path}: {out.strip()[-300:]}")
@@ -89,40 +67,6 @@ def imagej_calibration(path: str | Path, *, timeout: float = 120.0) -> dict[str,
     fields = dict(kv.split("=", 1) for kv in ("width=" + rest).split())
     fields["file"] = head[len("file=") :]
     return fields
-
-
-_FIJI_CANDIDATES = ("~/Fiji.app", "~/fiji", "/opt/Fiji.app", "/opt/fiji", "/usr/local/Fiji.app")
-NANOJ_INSTALL = (
-    "install NanoJ-Core in Fiji (Help > Update... > Manage update sites > tick 'NanoJ-Core' > Apply) "
-    "and point FMC_IJ_FIJI at the Fiji.app folder"
-)
-
-
-def find_fiji() -> Path:
-    """Locate a Fiji installation: ``$FMC_IJ_FIJI``, then the usual folders. Never downloads."""
-    env = os.environ.get("FMC_IJ_FIJI")
-    for cand in ([env] if env else []) + list(_FIJI_CANDIDATES):
-        p = Path(cand).expanduser()
-        if (p / "jars").is_dir() and (p / "plugins").is_dir():
-            return p
-    raise ImageJNotFound(
-        "Fiji not found (this toolkit does not download it): install Fiji from https://fiji.sc on a machine with "
-        f"internet access, copy it here, then {NANOJ_INSTALL}"
-    )
-
-
-def find_nanoj(fiji: Path | None = None) -> Path:
-    """The NanoJ-Core jar inside Fiji, or a one-line error saying how to install it."""
-    fiji = fiji or find_fiji()
-    jars = sorted(fiji.glob("plugins/**/NanoJ*Core*.jar")) + sorted(fiji.glob("jars/**/NanoJ*Core*.jar"))
-    if not jars:
-        raise ImageJNotFound(f"NanoJ-Core is not installed in {fiji}: {NANOJ_INSTALL}")
-    return jars[0]
-
-
-def nanoj_register_channels_options(blocks: int = 5, min_similarity: float = 0.5, max_shift: int = 0) -> str:
-    """The exact ``Register Channels - Estimate`` option string (every key given: omitted ones take prefs)."""
-    return f"reference=1 number=2 max={max_shift} blocks={blocks} min={min_similarity:g} gaussian=0 apply"
 
 
 def fiji_command(fiji: Path, macro: Path, argument: str) -> list[str]:
@@ -146,25 +90,13 @@ def run_fiji_macro(macro: Path, argument: str, *, timeout: float = 600.0, what: 
     """Run a shipped macro in the user's Fiji; one-line error with the last message on failure."""
     cmd = fiji_command(find_fiji(), macro, argument)
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=utf8_env())
     except subprocess.TimeoutExpired:
         raise FmcInputError(f"{what} timed out after {timeout:g} s (a dialog may be waiting in Fiji)") from None
     if res.returncode != 0 or "Macro Error" in res.stdout:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
         raise FmcInputError(f"{what} failed: {tail[0]}")
     return res.stdout
-
-
-def find_squirrel(fiji: Path | None = None) -> Path:
-    """The NanoJ-SQUIRREL jar inside Fiji, or a one-line error saying how to install it."""
-    fiji = fiji or find_fiji()
-    jars = sorted(fiji.glob("plugins/**/*SQUIRREL*.jar")) + sorted(fiji.glob("jars/**/*SQUIRREL*.jar"))
-    if not jars:
-        raise ImageJNotFound(
-            f"NanoJ-SQUIRREL is not installed in {fiji}: Help > Update... > Manage update sites > tick "
-            "'NanoJ-SQUIRREL' > Apply, then restart Fiji"
-        )
-    return jars[0]
 
 
 def run_nanoj_squirrel(reference: str | Path, image: str | Path, out_dir: str | Path, *, max_mag: int = 5):
@@ -176,8 +108,8 @@ def run_nanoj_squirrel(reference: str | Path, image: str | Path, out_dir: str | 
     find_squirrel()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    arg = f"reference=[{Path(reference).resolve()}] image=[{Path(image).resolve()}] out=[{out}] max={max_mag}"
-    run_fiji_macro(macro_path("fmc_squirrel.ijm"), arg, what="NanoJ-SQUIRREL in Fiji")
+    arg = f"reference=[{ij_path(reference)}] image=[{ij_path(image)}] out=[{ij_path(out)}] max={max_mag}"
+    run_fiji_macro(macro_path("fmc_squirrel_nanoj.ijm"), arg, what="NanoJ-SQUIRREL in Fiji")
     table = out / "squirrel_results.csv"
     if not table.is_file():
         raise FmcInputError("NanoJ-SQUIRREL in Fiji produced no results table; run it once by hand to check the setup")
@@ -206,10 +138,10 @@ def run_nanoj_register(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arg = (
-        f"reference=[{Path(reference).resolve()}] moving=[{Path(moving).resolve()}] out=[{out.resolve()}] "
-        f"options=[{nanoj_register_channels_options(blocks, min_similarity)}]"
+        f"reference=[{ij_path(reference)}] moving=[{ij_path(moving)}] out=[{ij_path(out)}] "
+        f"options=[{register_channels_estimate(blocks=blocks, min_similarity=min_similarity).options}]"
     )
-    run_fiji_macro(macro_path("fmc_nanoj_register.ijm"), arg, timeout=timeout, what="NanoJ registration in Fiji")
+    run_fiji_macro(macro_path("fmc_register_nanoj.ijm"), arg, timeout=timeout, what="NanoJ registration in Fiji")
     target = out / "registered.tif"
     if not target.is_file():
         raise FmcInputError("NanoJ registration in Fiji wrote no registered image; run it once by hand to check")
