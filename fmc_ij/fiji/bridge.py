@@ -430,7 +430,9 @@ def _connect_pyimagej(sj: Any, fiji_dir: Path | None, endpoint: str | None, mode
         gateway = imagej.init(str(fiji_dir) if fiji_dir else endpoint, mode=mode)
     except Exception as err:
         where = fiji_dir or endpoint
-        raise ImageJNotFound(f"could not start ImageJ2 from {where}: {type(err).__name__}: {err}") from None
+        hint = "" if fiji_dir else " (a Maven endpoint needs the internet on first use; offline, set FIJI_HOME)"
+        first = str(err).splitlines()[0][:200] if str(err) else ""
+        raise ImageJNotFound(f"could not start ImageJ2 from {where}{hint}: {type(err).__name__}: {first}") from None
     _stop_threads_at_exit(sj)
     return ImageJ("pyimagej", str(fiji_dir or endpoint), gateway)
 
