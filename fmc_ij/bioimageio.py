@@ -71,7 +71,7 @@ def _cover(path: Path, x: np.ndarray, y: np.ndarray, target: np.ndarray | None =
 
 
 def _readme(name: str, cfg: dict[str, Any], metrics: dict[str, Any], shape: tuple[int, ...]) -> str:
-    m = cfg["model"]
+    m, optim = cfg["model"], cfg.get("optim") or {}
     lines = [
         f"# {name}",
         "",
@@ -83,9 +83,9 @@ def _readme(name: str, cfg: dict[str, Any], metrics: dict[str, Any], shape: tupl
         f"{m['ndim']}D, depth {m['depth']}, {m['base']} base filters.",
         "",
         "## Training",
-        f"- Data: `{cfg['data'].get('root')}`, patches {cfg['data']['patch']}, batch {cfg['data']['batch']}.",
-        f"- Loss: {cfg.get('loss')}; optimiser {cfg['optim']['name']} lr {cfg['optim']['lr']}; "
-        f"{cfg['steps']} steps planned; config attached as `config.yaml`.",
+        f"- Data: `{cfg['data'].get('root')}`, patches {cfg['data'].get('patch')}, batch {cfg['data'].get('batch')}.",
+        f"- Loss: {cfg.get('loss')}; optimiser {optim.get('name')} lr {optim.get('lr')}; "
+        f"{cfg.get('steps')} steps planned; config attached as `config.yaml`.",
         "",
         "## Input and output",
         f"- Input: one channel, axes {'zyx' if m['ndim'] == 3 else 'yx'}; scaled with its own "
@@ -141,6 +141,10 @@ def export(
     from fmc_ij.predict.model import load_predictor
 
     run, out = Path(run), Path(out)
+    if out.suffix.lower() != ".zip":
+        raise FmcInputError(f"--out {out}: a bioimage.io bundle is a .zip file; name it e.g. model.zip")
+    if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents and out.exists():
+        raise FmcInputError(f"--out {out} would overwrite an input of the run {run}; write the bundle elsewhere")
     p = load_predictor(run, "cpu")
     if len(p.nets) != 1:
         raise FmcInputError(f"{run}: an ensemble; export one member folder (e.g. {run}/member_0)")
@@ -294,6 +298,10 @@ def _deepimagej_compatible(zip_path: Path) -> None:
 def safe_extract(bundle: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Unpack a bundle, refusing entries with absolute paths or ``..`` (path traversal)."""
     dest = Path(dest)
+    if not zipfile.is_zipfile(bundle):
+        raise FmcInputError(
+            f"{bundle}: not a zip file (damaged or not a bioimage.io bundle); re-export or re-download it"
+        )
     with zipfile.ZipFile(bundle) as z:
         for n in z.namelist():
             if n.startswith(("/", "\\")) or ".." in Path(n).parts or ":" in n.split("/")[0]:

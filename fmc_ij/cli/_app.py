@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import sys
 
 import typer
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if not debug:  # tifffile logs its own warnings about damaged files; our one-line error says it all
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         app(args=args, standalone_mode=False, prog_name="fmc-ij")
     except FmcInputError as e:
@@ -78,6 +82,17 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except OSError as e:  # the file system refused: a one-line answer, not a traceback
+        if debug:
+            raise
+        blocked = "a file is in the way (not a folder)"
+        what = {errno.EEXIST: blocked, errno.ENOTDIR: blocked, errno.EACCES: "permission denied",
+                errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+                errno.ENOSPC: "no space left on the device"}.get(e.errno or 0)  # fmt: skip
+        where = e.filename or "a file"
+        msg = f"cannot write {where}: {what}; choose another output" if what else f"{where}: {e.strerror or e}"
+        typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
     except MemoryError:
         if debug:
             raise

@@ -301,7 +301,13 @@ def squirrel(
         raise FmcInputError(f"--engine {engine!r}: use native or fiji")
     from fmc_ij.squirrel import error_map, error_map_per_slice
 
-    ref, img = imread(reference).data, imread(image).data
+    ref_img, img_img = imread(reference), imread(image)
+    for im, path in ((ref_img, reference), (img_img, image)):
+        if "C" in im.meta.axes or "S" in im.meta.axes:
+            raise FmcInputError(
+                f"{path.name}: axes {im.meta.axes}; SQUIRREL takes single-channel images (split C first)"
+            )
+    ref, img = ref_img.data, img_img.data
     if ref.ndim == 3 and not per_slice:
         from fmc_ij.squirrel import error_map_3d
 

@@ -172,6 +172,10 @@ def validate(bundle: Path = typer.Argument(..., help="A bioimage.io bundle (.zip
 
     if not bundle.exists():
         raise FmcInputError(f"{bundle}: no such bundle")
+    import zipfile
+
+    if bundle.suffix.lower() == ".zip" and not zipfile.is_zipfile(bundle):
+        raise FmcInputError(f"{bundle}: not a zip file (damaged or not a bioimage.io bundle)")
     summary = test_model(bundle)
     for det in summary.details:
         _out.print(f"{det.status:8s} {det.name}")

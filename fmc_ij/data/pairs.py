@@ -17,7 +17,7 @@ import numpy as np
 
 from fmc_ij.data.patches import Normalizer, augment, foreground_weights, sample_patches, subsample_slices
 from fmc_ij.errors import FmcInputError
-from fmc_ij.io import Pair, discover, open_lazy
+from fmc_ij.io import Pair, check_image, discover, open_lazy
 
 #: Foreground masks are computed on a strided copy of at most this many voxels (memory stays small).
 MASK_VOXELS = 2**22
@@ -71,8 +71,8 @@ def open_pair(
             f"{name}: input {tuple(low.shape)} and target {tuple(high.shape)} differ in shape; "
             "register the pair first (fmc-ij register --dataset)"
         )
-    if axes not in ("YX", "ZYX"):
-        raise FmcInputError(f"{name}: axes {axes!r} are not supported for training; use single-channel YX or ZYX")
+    check_image(low, f"{name} (input)", what="training", axes=axes)
+    check_image(high, f"{name} (target)", what="training", axes=axes)
     sl = subsample_slices(high.shape, MASK_VOXELS)
     stride = sl[0].step or 1
     fg = foreground_weights(np.asarray(high[sl], np.float32), smooth=max(0.5, 2.0 / stride))

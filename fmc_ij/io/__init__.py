@@ -12,6 +12,7 @@ Examples
 """
 
 from fmc_ij.io.atomic import atomic_path, write_text_atomic
+from fmc_ij.io.check import check_image
 from fmc_ij.io.dataset import (
     MANIFEST,
     Pair,
@@ -22,7 +23,7 @@ from fmc_ij.io.dataset import (
     write_manifest,
 )
 from fmc_ij.io.meta import Image, ImageMeta, check_axes, meta_from_dict, normalize_unit
-from fmc_ij.io.tiff import SUPPORTED_DTYPES, check_dtype, imread, imwrite, open_lazy, read_meta, to_dtype
+from fmc_ij.io.tiff import SUPPORTED_DTYPES, check_dtype, imagej_dtype, imread, imwrite, open_lazy, read_meta, to_dtype
 from fmc_ij.io.zarr_io import create_ome_zarr, open_ome_zarr, write_ome_zarr
 
 __all__ = [
@@ -34,9 +35,11 @@ __all__ = [
     "atomic_path",
     "check_axes",
     "check_dtype",
+    "check_image",
     "create_ome_zarr",
     "discover",
     "discover_fmc",
+    "imagej_dtype",
     "imread",
     "imwrite",
     "meta_from_dict",

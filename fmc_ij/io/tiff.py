@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,12 @@ def to_dtype(data: np.ndarray, dtype: Any) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.round(data), info.min, info.max).astype(dtype)
     return np.asarray(data).astype(dtype)
+
+
+def imagej_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` where an ImageJ TIFF holds it (uint8, uint16, float32); float32 otherwise (float64, uint32, ...)."""
+    dt = np.dtype(dtype)
+    return dt if dt in (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)) else np.dtype(np.float32)
 
 
 def check_dtype(dtype: Any, where: str = "image") -> np.dtype:
@@ -335,6 +342,9 @@ def imwrite(
             md[f"PhysicalSize{a}Unit"] = meta.unit if meta.unit != "pixel" else "pixel"
         if ann:
             md["MapAnnotation"] = ann
+        # A UUID from the name, shape and metadata instead of a random one: the same inputs give the same bytes.
+        key = f"fmc-ij:{path.name}:{tuple(data.shape)}:{np.dtype(data.dtype).name}:{sorted(md.items(), key=str)}"
+        md["UUID"] = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
         kwargs.update(ome=True, metadata=md, bigtiff=large if bigtiff is None else bigtiff, tile=tile)
         to_um = _TO_UM.get(meta.unit)
         if to_um is not None:

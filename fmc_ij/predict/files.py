@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fmc_ij.errors import FmcInputError
-from fmc_ij.io import Image, imwrite, open_lazy, to_dtype
+from fmc_ij.io import Image, check_image, imagej_dtype, imwrite, open_lazy, to_dtype
 from fmc_ij.predict.core import Prediction, fallback_blend, predict_array
 from fmc_ij.predict.model import Predictor
 
@@ -68,8 +68,7 @@ def predict_file(
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
-    if img.axes not in ("YX", "ZYX"):
-        raise FmcInputError(f"{src.name}: axes {img.axes}; prediction takes single-channel YX or ZYX images")
+    check_image(img.data, src.name, what="prediction", axes=img.axes)
     kw = {"tile": tile, "halo": halo, "batch": batch, "progress": progress}
     if not (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream):
         pred = predict_array(predictor, img.data, **kw)
@@ -109,13 +108,13 @@ def write_prediction(
     def convert(a: np.ndarray) -> np.ndarray:
         if output == "normalized":
             return np.asarray(a, np.float32)
-        return to_dtype(norm.invert(a), img.dtype) if output == "input" else norm.invert(a)
+        return to_dtype(norm.invert(a), out_dtype) if output == "input" else norm.invert(a)
 
     def lazy(a: Any, fn: Callable[[np.ndarray], np.ndarray], dtype: Any) -> Any:
         # In-memory results convert at once; on-disk ones (streaming) convert plane by plane while written.
         return fn(a) if isinstance(a, np.ndarray) else _Converted(a, fn, dtype)
 
-    out_dtype = img.dtype if output == "input" else np.float32
+    out_dtype = imagej_dtype(img.dtype) if output == "input" else np.float32
     written = [imwrite(dst, lazy(mean, convert, out_dtype), img.meta)]
     if uncertainty and unc is not None:
         sd = lazy(unc, lambda a: (np.asarray(a) * scale).astype(np.float32), np.float32)

@@ -22,6 +22,7 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.io import (
     Image,
     discover,
+    imagej_dtype,
     imread,
     imwrite,
     read_manifest,
@@ -158,16 +159,26 @@ def register_pair(
 
 def register_images(low: Image, high: Image, **kwargs: Any) -> RegistrationResult:
     """:func:`register_pair` on two :class:`~fmc_ij.io.Image` s, their voxel sizes taken from the metadata."""
-    return register_pair(
-        high.data, low.data, spacing_ref=high.meta.voxel_size(), spacing_mov=low.meta.voxel_size(), **kwargs
-    )
+    for img, role in ((low, "LR"), (high, "HR")):
+        if img.meta.axes not in ("YX", "ZYX"):
+            raise FmcInputError(
+                f"the {role} image has axes {img.meta.axes}; registration takes single-channel YX or ZYX"
+            )
+    sp_ref, sp_mov = high.meta.voxel_size(), low.meta.voxel_size()
+    uncalibrated = ("pixel", "", None)
+    # A file without a calibration (unit "pixel") is taken to share its partner's grid: pixels are not microns.
+    if low.meta.unit in uncalibrated and high.meta.unit not in uncalibrated:
+        sp_mov = sp_ref
+    elif high.meta.unit in uncalibrated and low.meta.unit not in uncalibrated:
+        sp_ref = sp_mov
+    return register_pair(high.data, low.data, spacing_ref=sp_ref, spacing_mov=sp_mov, **kwargs)
 
 
 def write_registered(path: str | os.PathLike, result: RegistrationResult, low: Image, high: Image, box=None) -> Path:
     """Write the registered LR image (optionally cropped to ``box``) in LR's dtype with HR's grid metadata."""
     data = result.registered if box is None else result.registered[box]
     meta = low.meta.replace(spacing=dict(high.meta.spacing), axes=high.meta.axes)
-    imwrite(path, to_dtype(data, low.data.dtype), meta)
+    imwrite(path, to_dtype(data, imagej_dtype(low.data.dtype)), meta)
     return Path(path)
 
 
@@ -236,6 +247,8 @@ def register_dataset(
     ``registration.csv``. The HR image is the reference; the LR image moves.
     """
     out = Path(out)
+    if out.resolve() == Path(root).resolve():
+        raise FmcInputError(f"--out {out} is the input dataset; registered pairs go to another folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FmcInputError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
     pairs = discover(root, low=low, high=high)
@@ -245,7 +258,7 @@ def register_dataset(
         res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
         box = res.crop_box()
         write_registered(out / pair.low.relative_to(root), res, lo, hi, box)
-        imwrite(out / pair.high.relative_to(root), hi.data[box], hi.meta)
+        imwrite(out / pair.high.relative_to(root), to_dtype(hi.data[box], imagej_dtype(hi.data.dtype)), hi.meta)
         with atomic_path(out / "fields" / f"{pair.name}.npy") as tmp:
             np.save(tmp, res.field[(slice(None), *box)])
         qc_figure(hi.data, res, out / "qc" / f"{pair.name}.png")
