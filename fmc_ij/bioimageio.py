@@ -139,6 +139,7 @@ def export(
     from bioimageio.spec.model import v0_5 as s
 
     from fmc_ij.predict.model import load_predictor
+    from fmc_ij.train.checkpoint import safe_load
 
     run, out = Path(run), Path(out)
     if out.suffix.lower() != ".zip":
@@ -148,7 +149,7 @@ def export(
     p = load_predictor(run, "cpu")
     if len(p.nets) != 1:
         raise FmcInputError(f"{run}: an ensemble; export one member folder (e.g. {run}/member_0)")
-    saved = torch.load(next(iter([run / "model.pt"] if run.is_dir() else [run])), weights_only=False)
+    saved = safe_load(next(iter([run / "model.pt"] if run.is_dir() else [run])))
     cfg, mcfg = saved["config"], p.model
     net = p.nets[0].to(memory_format=torch.contiguous_format).eval()
     floor = mcfg.output_floor

@@ -244,12 +244,26 @@ def test_contradictory_voxel_sizes(tmp_path):
     assert res.returncode == 0 and "0.4" in res.stdout  # one reading, the ImageJ one, reported
 
 
+class _Evil:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.target}'",))
+
+
 def test_bad_models_bundles_and_configs(tmp_path):
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"not a model")
     img = tmp_path / "x.tif"
     _write(img, _good())
     assert_one_line_error(cli("predict", "--model", junk, img, "--out", tmp_path / "o"), "not an fmc-ij model")
+    evil = tmp_path / "evil" / "model.pt"  # a pickle that would run a shell command when unpickled
+    evil.parent.mkdir()
+    torch.save({"config": _Evil(str(tmp_path / "pwned_model")), "state_dict": {}}, evil)
+    assert_one_line_error(cli("predict", "--model", evil.parent, img, "--out", tmp_path / "o"), "not an fmc-ij model")
+    assert_one_line_error(cli("export", evil.parent, "--out", tmp_path / "e.zip"))
+    assert not (tmp_path / "pwned_model").exists()
     bad_zip = tmp_path / "bundle.zip"
     bad_zip.write_bytes(b"PK\x03\x04 truncated")
     assert_one_line_error(cli("predict", "--model", bad_zip, img, "--out", tmp_path / "o"))

@@ -11,7 +11,7 @@ import torch
 from fmc_ij.errors import FmcInputError
 from fmc_ij.nn.factory import ModelConfig, build_model
 from fmc_ij.nn.infer import autocast, channels_last, receptive_radius, resolve_device, size_multiple
-from fmc_ij.train.checkpoint import MODEL
+from fmc_ij.train.checkpoint import MODEL, safe_load
 
 
 @dataclass
@@ -143,7 +143,7 @@ def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor:
     nets, cfg, data = [], None, {}
     for f in _model_files(path):
         try:
-            saved = torch.load(f, map_location="cpu", weights_only=False)
+            saved = safe_load(f)  # no code from the file runs
             mcfg = ModelConfig(**saved["config"]["model"])
         except Exception as err:
             raise FmcInputError(f"{f}: not an fmc-ij model file ({type(err).__name__})") from None

@@ -43,12 +43,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def safe_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` that runs no code from the file (``weights_only``): tensors, plain Python values and the numpy
+    arrays of the saved RNG states only. Raises the loader's error for anything else."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    allowed = [np.dtype, np.ndarray, _reconstruct, type(np.dtype(np.uint32)), type(np.dtype(np.float64))]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise FmcInputError(f"{path}: no checkpoint to resume from; start the run again with --overwrite")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # a truncated or foreign file
+        return safe_load(path, map_location)
+    except Exception as err:  # a truncated, foreign or code-carrying file
         raise FmcInputError(f"{path}: not a readable fmc-ij checkpoint ({type(err).__name__})") from None
 
 
