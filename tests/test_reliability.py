@@ -76,6 +76,9 @@ BAD_FILES: dict[str, Callable[[Path], None]] = {
     ),
 }
 
+#: files no command can read, ``info`` included
+UNREADABLE = {"zero-byte TIFF", "truncated TIFF", "non-TIFF bytes named .tif", "1-D array", "zero voxel size"}
+
 #: (case, command) pairs that are not errors: a constant prediction is a legitimate (bad) answer, and is scored.
 SCORED = {("constant image", "evaluate"), ("all-zero image", "evaluate")}  # fmt: skip
 
@@ -151,6 +154,8 @@ def test_bad_file_in_every_command(case, model, tmp_path):
         ),  # fmt: skip
         "squirrel": cli("squirrel", angle, fused, "--out", tmp_path / "o_sq"),
     }
+    if case in UNREADABLE:
+        runs["info"] = cli("info", angle)
     for name, res in runs.items():
         if (case, name) in SCORED:
             assert res.returncode == 0 and (tmp_path / "o_eval" / "metrics.csv").is_file(), res.stderr
@@ -236,12 +241,20 @@ def test_output_equal_to_input(model, tmp_path):
 
 
 def test_contradictory_voxel_sizes(tmp_path):
-    """ImageJ's spacing and the resolution tags disagree with the challenge JSON metadata."""
-    p = tmp_path / "image_0_nucleus_angle.tif"
-    tifffile.imwrite(p, _good(), imagej=True, resolution=(1 / 0.4, 1 / 0.4), metadata={"spacing": 1.0, "unit": "um"},
-                     description=None)  # fmt: skip
-    res = cli("info", p)
-    assert res.returncode == 0 and "0.4" in res.stdout  # one reading, the ImageJ one, reported
+    """A pair whose files disagree on the voxel size: training refuses; registration resamples onto the target
+    grid (and here, where the content does not match the claimed size, says the volumes no longer overlap)."""
+    data = tmp_path / "in"
+    data.mkdir()
+    _write(data / "image_0_nucleus_angle.tif", _good(), ImageMeta(axes="ZYX", spacing={"Z": 2.0, "Y": 0.4, "X": 0.4},
+                                                                  unit="µm"))  # fmt: skip
+    _write(data / "image_0_nucleus_fused.tif", _good(1))
+    before = _digest(data)
+    assert_one_line_error(cli("train", "--data", data, "--steps", "2", "--set", "data.val_fraction=0",
+                              "--patch", "8,32,32", "--out", tmp_path / "t"), "voxel size", "register")  # fmt: skip
+    res = cli("register", "--dataset", data, "--out", tmp_path / "r")  # resampled; here the content disagrees too
+    if res.returncode != 0:
+        assert_one_line_error(res, "registration")
+    assert _digest(data) == before
 
 
 class _Evil:

@@ -117,6 +117,14 @@ def load_pairs(
         if lo.axes != hi.axes:
             raise FmcInputError(f"{p.name}: input axes {lo.axes} differ from target axes {hi.axes}")
         spacing = lo.meta.voxel_size(lo.axes)
+        sp_hi = hi.meta.voxel_size(hi.axes)
+        calibrated = lo.meta.unit not in ("pixel", "") and hi.meta.unit not in ("pixel", "")
+        if calibrated and not np.allclose(spacing, sp_hi, rtol=1e-3):
+            # Same shape, different grids: the pair would teach the network a rescaling that is not there.
+            raise FmcInputError(
+                f"{p.name}: input voxel size {tuple(spacing)} differs from the target's {tuple(sp_hi)} "
+                f"{hi.meta.unit}; register the pair first (fmc-ij register --dataset resamples onto the target grid)"
+            )
         out.append(
             open_pair(
                 lo.data,
