@@ -204,8 +204,8 @@ def test_unicode_spaces_and_brackets_in_paths(name, model, tmp_path):
     assert (d / "reg [x]" / "registration.csv").is_file()
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0 and not os.environ.get("FMC_IJ_TEST_AS_ROOT_RO"),
-                    reason="root ignores folder permissions; chattr is not available either")  # fmt: skip
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes into read-only folders; test_unwritable_output_path covers the refusal")  # fmt: skip
 def test_read_only_output_folder(model, tmp_path):
     data = _pair_dir(tmp_path / "in", lambda p: _write(p, _good()))
     ro = tmp_path / "ro"
