@@ -205,7 +205,7 @@ def test_unicode_spaces_and_brackets_in_paths(name, model, tmp_path):
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root writes into read-only folders; test_unwritable_output_path covers the refusal")  # fmt: skip
+                    reason="root writes into read-only folders; test_unwritable_output_path covers it")  # fmt: skip
 def test_read_only_output_folder(model, tmp_path):
     data = _pair_dir(tmp_path / "in", lambda p: _write(p, _good()))
     ro = tmp_path / "ro"
