@@ -51,25 +51,12 @@ def simulate(
         _out.print(f"wrote [bold]{p}[/bold]")
 
 
-def _value_range(data: Any) -> tuple[float, float]:
-    """Min and max, read plane by plane so lazy volumes never load whole."""
-    lo, hi = np.inf, -np.inf
-    planes = data.reshape(-1, *data.shape[-2:]) if isinstance(data, np.ndarray) else None
-    n = planes.shape[0] if planes is not None else int(np.prod(data.shape[:-2], dtype=np.int64))
-    for i in range(max(n, 1)):
-        if planes is not None:
-            p = planes[i]
-        else:
-            p = np.asarray(data[np.unravel_index(i, data.shape[:-2])]) if data.ndim > 2 else np.asarray(data[...])
-        lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
-    return lo, hi
-
-
 def _describe(path: Path) -> dict[str, Any]:
     from fmc_ij.io import open_lazy
+    from fmc_ij.io.check import value_range
 
     img = open_lazy(path)
-    lo, hi = _value_range(img.data)
+    lo, hi = value_range(img.data)
     m = img.meta
     return {
         "path": str(path),

@@ -21,6 +21,7 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import imread
+from fmc_ij.metrics.ssim import percentiles
 from fmc_ij.report.figures import display_range, line_plot, orthoviews
 from fmc_ij.report.html import Body, Raw, html_report
 
@@ -28,9 +29,9 @@ MANIFEST = "demo.json"
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
-    """The challenge's normalisation (2nd / 99.8th percentiles, unclipped)."""
-    lo, hi = np.percentile(x, (2.0, 99.8))
-    return ((np.asarray(x, np.float32) - lo) / max(float(hi - lo), 1e-12)).astype(np.float32)
+    """The challenge's normalisation (2nd / 99.8th percentiles, unclipped), as the metrics apply it."""
+    lo, hi = percentiles(x)
+    return ((np.asarray(x, np.float32) - lo) / max(hi - lo, 1e-12)).astype(np.float32)
 
 
 def comparison_figures(
@@ -64,8 +65,8 @@ def comparison_figures(
     ranges = dict.fromkeys(errors, (0.0, emax))
     labels = dict.fromkeys(errors, "absolute error (normalised)")
     if uncertainty is not None:
-        lo, hi = np.percentile(pred, (2.0, 99.8))
-        errors["uncertainty"] = u = np.asarray(uncertainty, np.float32) / max(float(hi - lo), 1e-12)
+        lo, hi = percentiles(pred)
+        errors["uncertainty"] = u = np.asarray(uncertainty, np.float32) / max(hi - lo, 1e-12)
         ranges["uncertainty"] = display_range(u)
         labels["uncertainty"] = "predictive s.d. (normalised)"
     figs.append(orthoviews(errors, f"{stem}_errors.png", title=f"{title}: errors and uncertainty", spacing=spacing,
