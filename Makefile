@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fmc-ij-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: install install-test system-deps demo test lint clean models
+.PHONY: install install-test system-deps demo test lint clean models bench bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,21 @@ models: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra
 
+# Benchmarks against the peers (benchmarks/RESULTS.md, about 25 min on 2 cores). Each peer gets its own venv
+# under $(PEERS_DIR) (CAREamics with a torchvision stand-in, CSBDeep on tensorflow-cpu, NanoPyx, scikit-image);
+# the product never imports them.
+PEERS_DIR ?= $(or $(FMC_BENCH_PEERS),.bench/peers)
+PEERS ?= skimage nanopyx csbdeep careamics
+FMC_BENCH_BUDGET ?= 240
+bench-peers:
+	@for p in $(PEERS); do PYTHON=$(PYTHON) benchmarks/peers/setup.sh $$p $(PEERS_DIR)/$$p || exit 1; done
+
+bench: $(STAMP) system-deps bench-peers
+	FMC_BENCH_PEERS=$(abspath $(PEERS_DIR)) FMC_BENCH_BUDGET=$(FMC_BENCH_BUDGET) $(BIN)/python benchmarks/run.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check fmc_ij tests benchmarks
-	$(BIN)/ruff format --check fmc_ij tests benchmarks
+	$(BIN)/ruff check fmc_ij tests benchmarks models
+	$(BIN)/ruff format --check fmc_ij tests benchmarks models
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build *.egg-info .bench/data

@@ -13,6 +13,7 @@ import statistics
 import time
 
 import numpy as np
+from _bench import Row, emit
 
 from fmc_ij.fiji import connect
 
@@ -37,6 +38,7 @@ def main() -> None:
     import scyjava as sj
 
     print(f"ImageJ {ij.version} ({ij.backend}); stack {shape}")
+    rows = []
     for dtype, jtype in ((np.float32, jpype.JFloat), (np.uint16, jpype.JShort)):
         data = (np.random.default_rng(0).random(shape) * 4000).astype(dtype)
         t_to, imp = timed(lambda d=data: ij.to_imageplus(d), a.repeat)
@@ -56,12 +58,11 @@ def main() -> None:
 
         n_to, _ = timed(naive_to, max(1, a.repeat // 2))
         n_from, _ = timed(naive_from, max(1, a.repeat // 2))
-        mb = data.nbytes / 2**20
-        print(
-            f"{np.dtype(dtype).name:8s} {mb:6.0f} MiB  numpy->ImagePlus {t_to:.3f} s (JArray per plane {n_to:.3f} s, "
-            f"{n_to / t_to:.1f}x)   ImagePlus->numpy {t_from:.3f} s (np.array per plane {n_from:.3f} s, "
-            f"{n_from / t_from:.1f}x)"
-        )
+        cap = f"Fiji bridge {'x'.join(map(str, shape))} {np.dtype(dtype).name}"
+        note = f"ImageJ {ij.version} ({ij.backend}); exact round trip checked"
+        rows.append(Row(cap, "numpy -> ImagePlus", "s", t_to, "JPype JArray per plane", n_to, note=note))
+        rows.append(Row(cap, "ImagePlus -> numpy", "s", t_from, "JPype np.array per plane", n_from, note=note))
+    emit(rows)
 
 
 if __name__ == "__main__":

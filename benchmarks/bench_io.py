@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from _bench import Row, emit
 
 from fmc_ij import io
 
@@ -52,13 +53,13 @@ def main() -> None:
             "read fmc (tiled BigTIFF)": (lambda: io.imread(d / "c.tif"), lambda: tifffile.imread(d / "e.tif")),
         }
         print(f"volume {shape} uint16 ({mb:.0f} MiB), best of {a.repeat}")
-        print(f"{'operation':28} {'fmc_ij.io':>10} {'tifffile':>10} {'ratio':>7}")
-        for name, (ours, peer) in cases.items():
-            t_o, t_p = best(ours, a.repeat), best(peer, a.repeat)
-            print(f"{name:28} {t_o * 1e3:8.0f}ms {t_p * 1e3:8.0f}ms {t_o / t_p:6.2f}x")
+        cap = f"TIFF I/O {'x'.join(map(str, shape))} uint16"
+        rows = [Row(cap, name, "s", best(ours, a.repeat), "tifffile", best(peer, a.repeat))
+                for name, (ours, peer) in cases.items()]  # fmt: skip
         t_l = best(lambda: np.asarray(io.open_lazy(d / "c.tif").data[shape[0] // 2]), a.repeat)
         t_f = best(lambda: tifffile.imread(d / "e.tif")[shape[0] // 2], a.repeat)
-        print(f"{'one plane, lazy vs full read':28} {t_l * 1e3:8.0f}ms {t_f * 1e3:8.0f}ms {t_l / t_f:6.2f}x")
+        rows.append(Row(cap, "one plane (lazy vs full read)", "s", t_l, "tifffile", t_f))
+        emit(rows)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,26 @@ def test_time_limit_validates_the_last_step(lightsheet, tmp_path):
     assert [r["step"] for r in res.history] == [res.step] and "val_n_ssim" in res.history[0]
     saved = torch.load(tmp_path / "t" / "model.pt", weights_only=False)
     assert saved["step"] == res.step and "val_n_ssim" in saved["metrics"]
+
+
+def test_time_clock_decays_the_learning_rate_over_the_budget(lightsheet, tmp_path):
+    """optim.clock 'time' (what `fmc-ij train --minutes` without --steps does): the cosine runs over the wall-clock
+    budget, so a run stopped by its time limit ends at the floor learning rate, not at the start of the decay."""
+    with pytest.raises(FmcInputError, match="set max_minutes"):
+        tiny(lightsheet, optim={"clock": "time"})
+    cfg = tiny(lightsheet, steps=10**6, val_every=10**5, max_minutes=0.02, optim={"clock": "time", "lr": 1e-3})
+    (res,) = train(cfg, tmp_path / "t")
+    assert res.stopped == "time-limit" and res.step > 3
+    lr = res.history[-1]["lr"]
+    assert lr == pytest.approx(cfg.optim.min_lr_ratio * 1e-3, rel=0.05), lr  # fully decayed
+    # the step clock with the same budget has barely started its cosine
+    (res2,) = train(tiny(lightsheet, steps=10**6, val_every=10**5, max_minutes=0.02, optim={"lr": 1e-3}),
+                    tmp_path / "s")  # fmt: skip
+    assert res2.history[-1]["lr"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_cli_minutes_alone_trains_on_the_clock(lightsheet, tmp_path):
+    main(["train", "--out", str(tmp_path / "m"), "--data", str(lightsheet), "--minutes", "0.02", "--set",
+          "model.base=4", "--set", "data.patch=[8,32,32]", "--set", "data.val_crop=[16,64,64]"])  # fmt: skip
+    cfg = TrainConfig.load(tmp_path / "m" / "config.yaml")
+    assert cfg.optim.clock == "time" and cfg.max_minutes == 0.02

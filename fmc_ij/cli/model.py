@@ -36,7 +36,11 @@ def train(
     preset: str | None = typer.Option(None, help="care2d, care3d, gan2d or gan3d (default care3d)."),
     config: Path | None = typer.Option(None, "--config", help="A config.yaml (e.g. from an earlier run)."),
     steps: int | None = typer.Option(None, min=1, help="Optimisation steps."),
-    minutes: float | None = typer.Option(None, min=0.01, help="Stop after this wall time (best model kept)."),
+    minutes: float | None = typer.Option(
+        None,
+        min=0.01,
+        help="Stop after this wall time (best model kept); without --steps the learning rate decays over this budget.",
+    ),
     patch: str | None = typer.Option(None, help="Patch size, e.g. 16,64,64 (3D) or 128,128 (2D)."),
     batch: int | None = typer.Option(None, min=1, help="Global batch size (split over processes)."),
     channels: str | None = typer.Option(None, help="Train on these channels only, e.g. nucleus."),
@@ -73,6 +77,9 @@ def train(
             over[key] = v
     if deterministic:
         over["deterministic"] = True
+    if minutes is not None and steps is None:  # a time budget alone: the schedule follows the clock
+        over.setdefault("optim", {}).setdefault("clock", "time")
+        over.setdefault("steps", 10**7)
     if config is not None:
         cfg = TrainConfig.load(config).with_overrides(over)
     elif resume and (out / "config.yaml").is_file():

@@ -29,6 +29,7 @@ from fmc_ij.progress import track
 K1, K2 = 0.01, 0.03
 Engine = Literal["auto", "eager", "compiled"]
 AUTO_COMPILE_VOXELS = 2**26  # below this, compiling costs more than it saves
+PROGRESS_VOXELS = 2**27  # a progress bar from here (several seconds on a CPU)
 _log = logging.getLogger(__name__)
 _compiled: dict[str, Callable] = {}
 
@@ -130,7 +131,7 @@ def ssim(
     data_range: float,
     sigma: float = 1.5,
     truncate: float = 3.5,
-    tile_voxels: int = 2**24,
+    tile_voxels: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     engine: Engine = "auto",
@@ -147,8 +148,9 @@ def ssim(
         The dynamic range L in C1 = (K1 L)^2, C2 = (K2 L)^2; 1.0 after percentile normalisation.
     sigma, truncate : float
         Gaussian window; the defaults are Wang et al. 2004 and skimage's.
-    tile_voxels : int
-        Voxels per tile (the memory bound); the result does not depend on it.
+    tile_voxels : int, optional
+        Voxels per tile (the memory bound); the result does not depend on it. Default: 2**19 on a CPU (a tile's
+        temporaries stay in cache: 4-10x faster than whole-volume tiles), 2**24 on a GPU.
     device : str or torch.device, optional
         ``"cuda"`` when available, else the CPU.
     dtype : torch.dtype, optional
@@ -179,9 +181,9 @@ def ssim(
     # equal percentiles leave the image unchanged, as the organisers' function does.
     affine = [(lo, (hi - lo) * data_range) if hi != lo else (0.0, data_range) for lo, hi in normalize or ()]
     affine = affine or [(0.0, data_range)] * 2
-    tiles = _tiles(a.shape, r, tile_voxels)
+    tiles = _tiles(a.shape, r, tile_voxels or (2**24 if dev.type == "cuda" else 2**19))
     total, count = 0.0, 0
-    items = track(tiles, "SSIM", total=len(tiles)) if len(tiles) > 16 else tiles
+    items = track(tiles, "SSIM", total=len(tiles)) if np.prod(a.shape) >= PROGRESS_VOXELS else tiles
     with torch.inference_mode():
         for sl in items:
             centred = []

@@ -53,6 +53,9 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["cosine", "constant", "plateau"] = "cosine"
+    #: What the cosine decays over: ``steps`` (reproducible) or ``time``, the fraction of ``max_minutes`` used
+    #: (whichever of steps and time runs out first ends the decay): train for a wall-clock budget.
+    clock: Literal["steps", "time"] = "steps"
     warmup_steps: int = Field(50, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float | None = 1.0
@@ -111,6 +114,8 @@ class TrainConfig(_Strict):
             raise ValueError("isotropic restoration trains a 2D network on lateral planes: use model.ndim 2")
         if self.gan is not None and self.model.probabilistic:
             raise ValueError("a GAN generator cannot be probabilistic")
+        if self.optim.clock == "time" and not self.max_minutes:
+            raise ValueError("optim.clock 'time' decays the learning rate over max_minutes: set max_minutes")
         return self
 
     # -- presets and YAML -------------------------------------------------------------------------------

@@ -184,17 +184,24 @@ def _optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim
     return cls(params, lr=lr or o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, clock: list[float]):
+    """Warm-up then cosine (or constant); ``clock[0]`` is the fraction of the time budget used (``clock: time``)."""
     o = cfg.optim
     if o.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
 
     def factor(step: int) -> float:
         if step < o.warmup_steps:
-            return (step + 1) / (o.warmup_steps + 1)
+            w = (step + 1) / (o.warmup_steps + 1)
+            if o.clock == "time":  # a short budget must not spend itself warming up: done at 5 % of it
+                w = max(w, min(1.0, clock[0] / 0.05))
+            if w < 1.0:
+                return w
         if o.schedule == "constant":
             return 1.0
         t = min(1.0, (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps))
+        if o.clock == "time":
+            t = max(t, min(1.0, clock[0]))
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -287,7 +294,8 @@ def _train_one(
         raise FmcInputError(f"patch {cfg.data.patch} must be a multiple of {mult} for this network")
     model = model.to(memory_format=channels_last(mcfg.ndim))
     opt = _optimizer(model.parameters(), cfg)
-    sched = _scheduler(opt, cfg)
+    clock = [0.0]  # fraction of max_minutes used, read by the schedule when optim.clock is "time"
+    sched = _scheduler(opt, cfg, clock)
     disc = d_opt = None
     if cfg.gan is not None:
         disc = build_discriminator(cfg.gan.discriminator, mcfg.ndim).to(device)
@@ -352,6 +360,8 @@ def _train_one(
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
+            if cfg.max_minutes:
+                clock[0] = (elapsed0 + time.perf_counter() - t_start) / (60 * cfg.max_minutes)
             if cfg.optim.schedule != "plateau":
                 sched.step()
             step += 1

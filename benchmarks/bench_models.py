@@ -1,0 +1,171 @@
+"""Training and prediction against CAREamics and CSBDeep: the same data, network size and wall-clock budget.
+
+Every tool trains a 3D CARE U-Net (depth 2, 32 first filters, 3x3x3 kernels; about 1 M parameters) on the same
+4 synthetic light-sheet pairs (single view -> fused view, 48x192x192) with patches 32x64x64 and batch 4, for the
+same wall-clock budget, each with its own defaults otherwise (loss, optimiser, normalisation, validation split).
+fmc-ij uses ``care3d`` with its learning rate decaying over the time budget (what ``fmc-ij train --minutes`` does).
+Then each predicts the held-out 64x256x256 volume in a fresh process (its own peak RSS, default tiling) and the
+prediction is scored here, the same way for all, with the Fuse My Cells N_SSIM against the fused view.
+
+Rows: training CPU-seconds per patch (``process_time`` of the training process over the steps after the first
+two), prediction Mvoxel/s and peak RSS, and N_SSIM after the equal budget.
+
+    python benchmarks/bench_models.py [--budget 240] [--peers careamics,csbdeep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _bench import Row, emit, peak_rss_mb, run_peer, run_self
+from _data import ensure_data, load
+
+PATCH, BATCH = [32, 64, 64], 4
+FAST_HALO = "4,16,16"
+
+
+def child_train(data: Path, out: Path, budget: float) -> None:
+    from fmc_ij.train import TrainConfig, train
+
+    marks: list[float] = []
+    cfg = TrainConfig.from_preset(
+        "care3d", model={"base": 32, "depth": 2}, data={"root": str(data / "train"), "low": "low/*.tif",
+        "high": "high/*.tif", "patch": PATCH, "batch": BATCH}, steps=10**7, max_minutes=budget / 60,
+        optim={"clock": "time"}, seed=0,
+    )  # fmt: skip
+    t = time.perf_counter()
+    res = train(cfg, out, on_step=lambda s: marks.append(time.process_time()))[0]
+    wall = time.perf_counter() - t
+    timed = max(1, len(marks) - 2)
+    cpu = (marks[-1] - marks[1]) / (timed * BATCH) if len(marks) > 2 else float("nan")
+    print(json.dumps({"steps": res.step, "patches": res.step * BATCH, "cpu_s_per_patch": cpu, "train_wall_s": wall}))
+
+
+def child_predict(run: Path, src: Path, dst: Path, halo: str = "") -> None:
+    import tifffile
+
+    from fmc_ij.predict import load_predictor, predict_array
+
+    img = tifffile.imread(src).astype(np.float32)
+    p = load_predictor(run)
+    t = time.perf_counter()
+    pred = predict_array(p, img, halo=[int(v) for v in halo.split(",")] if halo else None, progress=False)
+    sec = time.perf_counter() - t
+    np.save(dst, np.asarray(pred.image, np.float32))
+    print(json.dumps({"seconds": sec, "peak_mb": peak_rss_mb(), "voxels": int(img.size)}))
+
+
+def mvox(r: dict) -> float:
+    return r["pred_voxels"] / r["pred_seconds"] / 1e6
+
+
+def score(pred: np.ndarray) -> float:
+    from fmc_ij.metrics import n_ssim
+
+    return float(n_ssim(pred, load("heldout/high"), load("heldout/low")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("FMC_BENCH_BUDGET", 240)),
+                    help="training wall-clock seconds per tool (env FMC_BENCH_BUDGET)")  # fmt: skip
+    ap.add_argument("--peers", default="careamics,csbdeep")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, *args = a.child
+        if kind == "train":
+            child_train(Path(args[0]), Path(args[1]), float(args[2]))
+        else:
+            child_predict(Path(args[0]), Path(args[1]), Path(args[2]), *args[3:])
+        return
+    data = ensure_data()
+    src = data / "heldout" / "low.tif"
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tool in ["fmc-ij", *[p for p in a.peers.split(",") if p]]:
+            run, dst = Path(tmp) / tool, Path(tmp) / f"{tool}.npy"
+            print(f"{tool}: training for {a.budget:.0f} s, then predicting", flush=True)
+            if tool == "fmc-ij":
+                tr = run_self("bench_models.py", "--child", "train", str(data), str(run), str(a.budget))
+                pr = run_self("bench_models.py", "--child", "predict", str(run), str(src), str(dst))
+                fast = run_self("bench_models.py", "--child", "predict", str(run), str(src), str(dst) + ".fast.npy",
+                                FAST_HALO)  # fmt: skip
+                fast["max_diff"] = float(np.abs(np.load(str(dst) + ".fast.npy") - np.load(dst)).max())
+            else:
+                tr = run_peer(tool, f"{tool}_job.py", "train", str(data), str(run), str(a.budget))
+                pr = run_peer(tool, f"{tool}_job.py", "predict", str(run), str(src), str(dst))
+            results[tool] = {**tr, **{f"pred_{k}": v for k, v in pr.items()}, "n_ssim": score(np.load(dst))}
+            if tool == "fmc-ij":
+                results[tool].update({f"fast_{k}": v for k, v in fast.items()})
+            print(f"  {json.dumps(results[tool])}", flush=True)
+    ours, rows = results.pop("fmc-ij"), []
+    for peer, r in results.items():
+        note = (f"steps in {a.budget:.0f} s: fmc-ij {ours['steps']}, {peer} {r['steps']}; "
+                f"prediction s: {ours['pred_seconds']:.1f} / {r['pred_seconds']:.1f}")  # fmt: skip
+        rows += [
+            Row(
+                "training (3D U-Net d2/32)",
+                "CPU time per 32x64x64 patch",
+                "CPU-s",
+                ours["cpu_s_per_patch"],
+                peer,
+                r["cpu_s_per_patch"],
+                note=note,
+            ),
+            Row(
+                "prediction 64x256x256",
+                "throughput (seam-free)",
+                "Mvox/s",
+                mvox(ours),
+                peer,
+                mvox(r),
+                better="higher",
+                note=note,
+            ),
+            Row(
+                "prediction 64x256x256",
+                "peak RSS (seam-free)",
+                "MiB",
+                ours["pred_peak_mb"],
+                peer,
+                r["pred_peak_mb"],
+                note=note,
+            ),
+            Row(
+                "quality after equal budget",
+                f"held-out N_SSIM ({a.budget:.0f} s)",
+                "",
+                ours["n_ssim"],
+                peer,
+                r["n_ssim"],
+                better="gap",
+                note=note,
+            ),
+        ]
+        if peer == "careamics":  # the same overlap as CAREamics' tiles: 8/32/32, i.e. a 4/16/16 halo
+            rows.insert(
+                -2,
+                Row(
+                    "prediction 64x256x256",
+                    f"throughput (halo {FAST_HALO}, as CAREamics)",
+                    "Mvox/s",
+                    ours["fast_voxels"] / ours["fast_seconds"] / 1e6,
+                    peer,
+                    mvox(r),
+                    better="higher",
+                    note=f"max |fast - seam-free| {ours['fast_max_diff']:.2g} (output units); "
+                    f"peak RSS {ours['fast_peak_mb']:.0f} MiB",
+                ),
+            )
+    emit(rows)
+
+
+if __name__ == "__main__":
+    main()
