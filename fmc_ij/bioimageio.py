@@ -10,6 +10,7 @@ the training config.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -24,7 +25,11 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.io import atomic_path
 
 CARE_DOI, WANG_DOI = "10.1038/s41592-018-0216-7", "10.1038/s41592-018-0239-0"
-_ARCH_FILES = {"care": ("unet.py", "UNet"), "wang": ("gan.py", "WangGenerator")}
+_ARCH_FILES = {
+    "care": ("unet.py", "UNet"),
+    "wang": ("gan.py", "WangGenerator"),
+    "projection": ("unet.py", "ProjectionUNet"),
+}
 
 
 def _require() -> None:
@@ -40,6 +45,10 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _arch_kwargs(model: Any, net: torch.nn.Module) -> dict[str, Any]:
+    if model.arch == "projection":  # the bundle's network returns the 2D image itself (keep_z off)
+        return {"in_channels": model.in_channels, "out_channels": model.out_channels, "depth": model.depth,
+                "base": model.base, "kernel": model.kernel, "proj_depth": model.proj_depth,
+                "proj_base": model.proj_base, "residual": model.residual, "keep_z": False}  # fmt: skip
     if model.arch == "wang":
         return {"ndim": model.ndim, "in_channels": model.in_channels, "out_channels": model.out_channels,
                 "base": model.base, "depth": model.depth}  # fmt: skip
@@ -58,7 +67,9 @@ def _cover(path: Path, x: np.ndarray, y: np.ndarray, target: np.ndarray | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mid = (lambda a: a[a.shape[0] // 2]) if x.ndim == 3 else (lambda a: a)
+    def mid(a: np.ndarray) -> np.ndarray:
+        return a[a.shape[0] // 2] if a.ndim == 3 else a
+
     panels = [(mid(x), "input"), (mid(y), "prediction")] + ([(mid(target), "target")] if target is not None else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), dpi=64)
     for ax, (img, title) in zip(axes, panels):
@@ -92,6 +103,14 @@ def _readme(name: str, cfg: dict[str, Any], metrics: dict[str, Any], shape: tupl
         f"{cfg['data']['pmin']} / {cfg['data']['pmax']} percentiles (as in training).",
         "- Output: in the target's normalised units (0 = its 2nd percentile, about background; 1 = its 99.8th),"
         " clipped below at 0.",
+    ]
+    if cfg["data"].get("mode") == "isotropic":
+        lines += [
+            "- Isotropic restoration (CARE's IsotropicCARE): interpolate the volume linearly along Z to the lateral "
+            "pixel size, run this 2D network on every XZ and every YZ plane and average the two results "
+            "(`fmc-ij predict` does all of this and sets the Z voxel size).",
+        ]
+    lines += [
         "",
         "## Validation metrics (held-out specimens, fmc-ij's Fuse My Cells N_SSIM)",
     ]
@@ -138,7 +157,7 @@ def export(
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as s
 
-    from fmc_ij.predict.model import load_predictor
+    from fmc_ij.predict.model import load_one
     from fmc_ij.train.checkpoint import safe_load
 
     run, out = Path(run), Path(out)
@@ -146,12 +165,15 @@ def export(
         raise FmcInputError(f"--out {out}: a bioimage.io bundle is a .zip file; name it e.g. model.zip")
     if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents and out.exists():
         raise FmcInputError(f"--out {out} would overwrite an input of the run {run}; write the bundle elsewhere")
-    p = load_predictor(run, "cpu")
+    p = load_one(run, "cpu")
     if len(p.nets) != 1:
         raise FmcInputError(f"{run}: an ensemble; export one member folder (e.g. {run}/member_0)")
     saved = safe_load(next(iter([run / "model.pt"] if run.is_dir() else [run])))
     cfg, mcfg = saved["config"], p.model
     net = p.nets[0].to(memory_format=torch.contiguous_format).eval()
+    projection = mcfg.arch == "projection"
+    if projection:  # 3D in, 2D out
+        net.keep_z = False
     floor = mcfg.output_floor
     if mcfg.probabilistic:  # the floor goes into the network: a clip step would also clip the log-scale channel
         net.set_mean_floor(floor)
@@ -167,8 +189,10 @@ def export(
         x = np.pad(x, pad, mode="symmetric")
         tgt = np.pad(tgt, pad, mode="symmetric") if tgt is not None else None
     crop = _fit(x.shape, mins, step)
+    if projection:  # the projection needs the whole stack; the target is the 2D surface image
+        crop = (slice(None), *crop[1:])
     x = np.ascontiguousarray(x[crop])
-    tgt = np.asarray(tgt[crop], np.float32) if tgt is not None else None
+    tgt = np.asarray(tgt[crop[-tgt.ndim :]], np.float32) if tgt is not None else None
     lo, hi = np.percentile(x, (cfg["data"]["pmin"], cfg["data"]["pmax"]))
     xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
     with torch.no_grad():
@@ -184,19 +208,20 @@ def export(
         torch.jit.script(net).save(str(d / "weights_torchscript.pt"))
         arch_name, callable_name = _ARCH_FILES[mcfg.arch]
         shutil.copy(Path(__file__).parent / "nn" / arch_name, d / arch_name)
-        _cover(d / "cover.png", x, y[0, 0], tgt)
+        _cover(d / "cover.png", x.max(0) if projection else x, y[0, 0], tgt)
         readme = _readme(name, cfg, saved.get("metrics", {}), x.shape)
         (d / "README.md").write_text(readme + (f"\n## Notes\n{notes}\n" if notes else ""))
         (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("raw")])] + [
+        in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(_channel_name(cfg))])] + [
             s.SpaceInputAxis(id=s.AxisId(a), size=s.ParameterizedSize(min=mn, step=st))
             for a, mn, st in zip(axes_ids, mins, step)
         ]
         out_names = ["restored"] + (["log_scale"] if mcfg.probabilistic else [])
+        out_ids = list(zip(axes_ids, halo))[1:] if projection else list(zip(axes_ids, halo))
         out_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(c) for c in out_names])] + [
             s.SpaceOutputAxisWithHalo(id=s.AxisId(a), halo=h,
                                       size=s.SizeReference(tensor_id=s.TensorId("raw"), axis_id=s.AxisId(a)))
-            for a, h in zip(axes_ids, halo)
+            for a, h in out_ids
         ]  # fmt: skip
         pre = [s.ScaleRangeDescr(kwargs=s.ScaleRangeKwargs(
             axes=[s.AxisId(a) for a in axes_ids], min_percentile=cfg["data"]["pmin"],
@@ -217,7 +242,8 @@ def export(
             license=s.LicenseId("MIT"),
             documentation=s.FileDescr(source=d / "README.md"),
             covers=[s.FileDescr(source=d / "cover.png")],
-            tags=["fmc-ij", "restoration", "light-sheet", f"{nd}d", "care" if mcfg.arch == "care" else "gan"],
+            tags=["fmc-ij", "restoration", "light-sheet", f"{nd}d", "gan" if mcfg.arch == "wang" else "care"]
+            + (["projection", "3d-to-2d"] if projection else []),
             attachments=[s.FileDescr(source=d / "config.yaml")],
             inputs=[s.InputTensorDescr(id=s.TensorId("raw"), axes=in_axes,
                                        test_tensor=s.FileDescr(source=d / "test_input.npy"), preprocessing=pre)],
@@ -240,6 +266,14 @@ def export(
         with atomic_path(out) as target:
             shutil.copy(zip_tmp, target)
     return out
+
+
+def _channel_name(cfg: dict[str, Any]) -> str:
+    """The input channel's name: the training channel of a one-channel model (``fmc-ij train --per-channel``),
+    else ``raw``; deepImageJ shows it and bioimage.io identifiers allow letters, digits and ``_`` only."""
+    chans = (cfg.get("data") or {}).get("channels") or []
+    name = re.sub(r"\W", "_", str(chans[0])).strip("_") if len(chans) == 1 else ""
+    return name if name and not name[0].isdigit() else "raw"
 
 
 def _failure(summary: Any) -> str:

@@ -163,3 +163,17 @@ def test_probabilistic_bundle_floors_the_mean_not_the_log_scale(tmp_path):
     assert "clip" not in post  # a clip would also clip the log-scale channel
     a, b = (predict_array(load_predictor(m), img, progress=False) for m in (run, z))
     assert np.abs(a.image - b.image).max() <= 1e-6 and np.abs(a.uncertainty - b.uncertainty).max() <= 1e-6
+
+
+def test_channel_name_and_isotropic_task_travel_into_the_bundle(tmp_path):
+    """A one-channel model (fmc-ij train --per-channel) names its input channel in rdf.yaml; an isotropic model's
+    README says how to apply it."""
+    run = _run(tmp_path, 2)
+    saved = torch.load(run / "model.pt", weights_only=False)
+    saved["config"]["data"].update(channels=["nucleus"], mode="isotropic")
+    torch.save(saved, run / "model.pt")
+    img = (np.random.default_rng(5).random((70, 66)) * 1000).astype(np.float32)
+    z = export(run, tmp_path / "c.zip", sample=img)
+    rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["nucleus"]
+    assert "Isotropic restoration" in zipfile.ZipFile(z).read("README.md").decode()

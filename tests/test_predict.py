@@ -165,3 +165,33 @@ def test_streamed_prediction_equals_in_memory(tmp_path):
         np.testing.assert_array_equal(ix.data, iy.data)
         assert iy.meta.channel == "membrane" and iy.meta.spacing == meta.spacing
     assert not [f for f in (tmp_path / "str").iterdir() if f.name.startswith(".")]  # temporary store removed
+
+
+def test_upsample_z_reproduces_linear_profiles_and_the_input_planes():
+    from fmc_ij.predict.isotropic import upsample_z
+
+    z = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 3, 4), np.float32)
+    up = upsample_z(3 * z + 1, 2.5)
+    assert up.shape == (11, 3, 4)  # floor(4 * 2.5) + 1 planes, 1 / 2.5 input planes apart
+    np.testing.assert_allclose(up[:, 0, 0], 3 * np.arange(11) / 2.5 + 1, rtol=1e-6)
+    np.testing.assert_array_equal(up[::5], (3 * z + 1)[::2])  # every 5th new plane is an input plane
+
+
+def test_isotropic_model_predicts_onto_the_isotropic_grid(tmp_path):
+    """A model trained with data.mode isotropic (a 2D network) restores XZ/YZ planes of the Z-upsampled volume:
+    `fmc-ij predict` writes floor((Z-1) k) + 1 planes with the Z voxel size set to the lateral one."""
+    p = _predictor(2)
+    cfg = {"model": p.model.model_dump(mode="json"), "data": {"pmin": 2.0, "pmax": 99.8, "mode": "isotropic"}}
+    save_model(tmp_path / "iso" / "model.pt", p.nets[0], cfg, step=1)
+    assert load_predictor(tmp_path / "iso").task == "isotropic"
+    meta = ImageMeta(axes="ZYX", spacing={"Z": 1.2, "Y": 0.4, "X": 0.4}, unit="µm", channel="membrane")
+    img = (np.random.default_rng(5).random((6, 24, 20)) * 3000 + 100).astype(np.uint16)
+    imwrite(tmp_path / "in" / "vol.tif", img, meta)
+    main(["predict", "--model", str(tmp_path / "iso"), "--out", str(tmp_path / "out"), str(tmp_path / "in")])
+    out = imread(tmp_path / "out" / "vol.tif")
+    assert out.shape == (16, 24, 20) and out.dtype == np.uint16
+    assert out.meta.spacing == pytest.approx({"Z": 0.4, "Y": 0.4, "X": 0.4}) and out.meta.channel == "membrane"
+    # a volume that is already isotropic is refused with what to check
+    imwrite(tmp_path / "in2" / "iso.tif", img, meta.replace(spacing={"Z": 0.4, "Y": 0.4, "X": 0.4}))
+    with pytest.raises(FmcInputError, match="already about isotropic"):
+        predict_files(load_predictor(tmp_path / "iso"), [tmp_path / "in2"], tmp_path / "o2", progress=False)

@@ -193,3 +193,19 @@ def test_challenge_size_is_tiled_within_memory():
         assert region <= cfg.max_region_voxels
     assert np.all(covered == 1)  # every lateral voxel rendered exactly once
     assert len(geo.seeds) > 20_000  # an organoid of tens of thousands of cells
+
+
+def test_surface_sheet_lies_at_its_height_and_the_target_is_flat():
+    """The curved epithelium: junction signal peaks at the surface height h(y, x); the target is the YX image."""
+    from scipy import ndimage
+
+    from fmc_ij.synthetic import SurfaceConfig, simulate_surface
+
+    cfg = SurfaceConfig(shape=(24, 96, 96), n_debris=0, photons=400.0)
+    s = simulate_surface(cfg, seed=3)
+    vol, gt, h = s["volume"].astype(np.float32), s["projection"].astype(np.float32), s["height"]
+    assert vol.shape == cfg.shape and gt.shape == cfg.shape[1:] and h.shape == cfg.shape[1:]
+    junction = gt > np.percentile(gt, 90)
+    peak_z = ndimage.gaussian_filter(vol, (1, 1.5, 1.5)).argmax(0) * cfg.spacing[0]
+    assert np.median(np.abs(peak_z - h)[junction]) <= cfg.spacing[0]
+    assert 2 * cfg.psf_fwhm_um[0] <= h.min() and h.max() <= cfg.shape[0] * cfg.spacing[0] - 2 * cfg.psf_fwhm_um[0]

@@ -256,3 +256,85 @@ def test_cli_minutes_alone_trains_on_the_clock(lightsheet, tmp_path):
           "model.base=4", "--set", "data.patch=[8,32,32]", "--set", "data.val_crop=[16,64,64]"])  # fmt: skip
     cfg = TrainConfig.load(tmp_path / "m" / "config.yaml")
     assert cfg.optim.clock == "time" and cfg.max_minutes == 0.02
+
+
+def test_init_fine_tunes_from_a_run_and_freezes_the_encoder(lightsheet, tmp_path):
+    """--init starts from the given model's weights and architecture; --freeze-encoder keeps the contracting
+    path exactly as it was while the decoder learns; a bundle works as a starting point too."""
+    (base,) = train(tiny(lightsheet, steps=4), tmp_path / "base")
+    start = torch.load(tmp_path / "base" / "model.pt", weights_only=False)["state_dict"]
+    # a different architecture in the new config is replaced by the init model's
+    cfg = tiny(lightsheet, steps=3, init=str(tmp_path / "base"), freeze_encoder=True, model={"base": 8})
+    (ft,) = train(cfg, tmp_path / "ft")
+    assert TrainConfig.load(tmp_path / "ft" / "config.yaml").model.base == 4
+    tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / LAST)["model"]
+    enc = [k for k in start if k.startswith(("down.", "bottom."))]
+    dec = [k for k in start if k.startswith(("ups.", "up_blocks.", "head."))]
+    assert enc and dec
+    assert all(torch.equal(start[k], tuned[k]) for k in enc)
+    assert any(not torch.equal(start[k], tuned[k]) for k in dec)
+    with pytest.raises(FmcInputError, match="freeze_encoder fine-tunes a model"):
+        tiny(lightsheet, freeze_encoder=True)
+    with pytest.raises(FmcInputError, match="no such model"):
+        train(tiny(lightsheet, init=str(tmp_path / "nope")), tmp_path / "bad")
+
+
+def test_per_channel_models_train_and_predict_by_channel(lightsheet, tmp_path):
+    """--per-channel trains one model per channel into RUN/<channel>; `fmc-ij predict --model RUN` sends each
+    image to its channel's model (same result as that model alone); an image of unknown channel is one clear error."""
+    from fmc_ij.io import ImageMeta, imread, imwrite
+    from fmc_ij.predict import load_predictor, predict_files
+
+    main(["train", "--out", str(tmp_path / "pc"), "--data", str(lightsheet), "--per-channel", "--steps", "2",
+          "--set", "model.base=4", "--set", "data.patch=[8,32,32]", "--set", "data.val_crop=[16,64,64]"])  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "pc").iterdir()) == ["membrane", "nucleus"]
+    src = tmp_path / "in"
+    for ch in ("nucleus", "membrane"):
+        img = imread(next(lightsheet.glob(f"image_*_{ch}_angle.tif")))
+        imwrite(src / f"image_9_{ch}_angle.tif", img.data, img.meta)
+    main(["predict", "--model", str(tmp_path / "pc"), "--out", str(tmp_path / "o"), str(src)])
+    for ch in ("nucleus", "membrane"):
+        alone = predict_files(load_predictor(tmp_path / "pc" / ch), [src / f"image_9_{ch}_angle.tif"],
+                              tmp_path / f"o_{ch}", progress=False)[0]  # fmt: skip
+        np.testing.assert_array_equal(imread(tmp_path / "o" / f"image_9_{ch}_angle.tif").data, imread(alone).data)
+    imwrite(tmp_path / "anon" / "x.tif", img.data, ImageMeta(axes="ZYX"))
+    with pytest.raises(FmcInputError, match="no channel in its metadata or name"):
+        predict_files(load_predictor(tmp_path / "pc"), [tmp_path / "anon"], tmp_path / "o2", progress=False)
+    with pytest.raises(FmcInputError, match="one model per channel"):
+        train(tiny(lightsheet, init=str(tmp_path / "pc")), tmp_path / "bad")
+
+
+def test_projection_care_trains_predicts_2d_and_exports_3d_to_2d(tmp_path):
+    """ProjectionCARE end to end on the built-in curved epithelium: ZYX volumes + YX targets train the
+    projection preset; `fmc-ij predict` writes the YX surface image (calibration kept); the bundle takes ZYX and
+    returns YX, passes bioimage.io's model test, and predicts like the run."""
+    pytest.importorskip("bioimageio.core")
+    from fmc_ij.bioimageio import export
+    from fmc_ij.io import imread
+    from fmc_ij.predict import load_predictor, predict_array
+    from fmc_ij.synthetic import SurfaceConfig, simulate_surface_dataset
+
+    data = simulate_surface_dataset(tmp_path / "surf", n=3, cfg=SurfaceConfig(shape=(12, 64, 64)), seed=1)
+    cfg = TrainConfig.from_preset("projection", data={"root": str(data), "patch": [12, 32, 32], "batch": 2},
+                                  model={"base": 4, "proj_base": 4, "kernel": 3}, steps=3, val_every=3,
+                                  threads=1)  # fmt: skip
+    (res,) = train(cfg, tmp_path / "run")
+    assert res.step == 3 and "val_n_ssim" in res.history[-1]  # scored against the maximum projection
+    main(["predict", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "pred"), str(data / "volume")])
+    out = imread(tmp_path / "pred" / "surface_0.tif")
+    vol = imread(data / "volume" / "surface_0.tif")
+    assert out.axes == "YX" and out.shape == vol.shape[1:] and out.meta.spacing == {"Y": 0.2, "X": 0.2}
+    z = export(tmp_path / "run", tmp_path / "proj.zip", sample=vol.data.astype(np.float32))  # runs test_model
+    import zipfile
+
+    import yaml
+
+    rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
+    assert [a.get("id", a["type"]) for a in rdf["inputs"][0]["axes"]][-3:] == ["z", "y", "x"]
+    assert [a.get("id", a["type"]) for a in rdf["outputs"][0]["axes"]][-2:] == ["y", "x"]
+    assert len(rdf["outputs"][0]["axes"]) == 4
+    a = predict_array(load_predictor(tmp_path / "run"), vol.data, progress=False).image
+    b = predict_array(load_predictor(z), vol.data, progress=False).image
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5
+    with pytest.raises(FmcInputError, match="together"):
+        TrainConfig.from_preset("projection", data={"mode": "paired"})

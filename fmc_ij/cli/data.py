@@ -17,7 +17,7 @@ from fmc_ij.errors import FmcInputError
 @app.command()
 def simulate(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
-    kind: str = typer.Option("lightsheet", help="lightsheet, beads, filaments, or all (one subfolder each)."),
+    kind: str = typer.Option("lightsheet", help="lightsheet, beads, filaments, surface, or all (one subfolder each)."),
     n: int = typer.Option(2, "--n", min=1, help="Number of specimens / fields."),
     shape: str = typer.Option("64,256,256", help="Light-sheet volume size Z,Y,X in voxels."),
     spacing: str = typer.Option("1.0,0.4,0.4", help="Light-sheet voxel size Z,Y,X in micrometres."),

@@ -50,6 +50,13 @@ def train(
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:1."),
     deterministic: bool = typer.Option(False, help="Deterministic kernels: a rerun gives the same weights."),
     sets: list[str] = typer.Option([], "--set", help="Any config field, e.g. --set optim.lr=1e-4 (repeatable)."),
+    init: Path | None = typer.Option(
+        None, "--init", help="Fine-tune: start from this run folder, model.pt or fmc-ij bundle (its architecture)."
+    ),
+    freeze_encoder: bool = typer.Option(False, help="With --init: train the decoder only (encoder frozen)."),
+    per_channel: bool = typer.Option(
+        False, help="One model per channel, in --out/<channel> (predict picks each image's channel)."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Train into a non-empty --out from scratch."),
 ) -> None:
@@ -77,6 +84,10 @@ def train(
             over[key] = v
     if deterministic:
         over["deterministic"] = True
+    if init is not None:
+        over["init"] = str(init)
+    if freeze_encoder:
+        over["freeze_encoder"] = True
     if minutes is not None and steps is None:  # a time budget alone: the schedule follows the clock
         over.setdefault("optim", {}).setdefault("clock", "time")
         over.setdefault("steps", 10**7)
@@ -86,7 +97,12 @@ def train(
         cfg = TrainConfig.load(out / "config.yaml")
     else:
         cfg = TrainConfig.from_preset(preset or "care3d", **over)
-    results = run_training(cfg, out, resume=resume, overwrite=overwrite)
+    if per_channel:
+        from fmc_ij.train import train_per_channel
+
+        results = train_per_channel(cfg, out, resume=resume, overwrite=overwrite)
+    else:
+        results = run_training(cfg, out, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         for r in results:
             best = f"{r.best_n_ssim:+.4f}" if r.history and "val_n_ssim" in r.history[-1] else "n/a"

@@ -104,8 +104,14 @@ def load_pairs(
     high: str | None = None,
     pmin: float = 2.0,
     pmax: float = 99.8,
+    projection: bool = False,
 ) -> list[TrainPair]:
-    """Open every registered pair of a dataset folder lazily (see :func:`fmc_ij.io.discover`)."""
+    """Open every registered pair of a dataset folder lazily (see :func:`fmc_ij.io.discover`).
+
+    With ``projection`` the inputs are ZYX volumes and the targets YX images of the same lateral size (CARE's
+    surface projection); each target is seen as a read-only view repeated along Z (no copy), so patches,
+    masks and normalisation work as for same-shape pairs.
+    """
     pairs = discover(root, low=low, high=high)
     if channels:
         pairs = [p for p in pairs if p.channel in channels]
@@ -114,6 +120,15 @@ def load_pairs(
     out = []
     for p in pairs:
         lo, hi = open_lazy(p.low), open_lazy(Path(p.high))  # type: ignore[arg-type]
+        hi_data = hi.data
+        if projection:
+            if lo.axes != "ZYX" or hi.axes != "YX" or tuple(lo.shape[1:]) != tuple(hi.shape):
+                raise FmcInputError(
+                    f"{p.name}: projection training needs a ZYX input and a YX target of the same Y, X size; got "
+                    f"{lo.axes} {tuple(lo.shape)} and {hi.axes} {tuple(hi.shape)}"
+                )
+            hi_data = np.broadcast_to(np.asarray(hi.data)[None], lo.shape)
+            hi = lo  # same grid from here on (the target has no Z)
         if lo.axes != hi.axes:
             raise FmcInputError(f"{p.name}: input axes {lo.axes} differ from target axes {hi.axes}")
         spacing = lo.meta.voxel_size(lo.axes)
@@ -128,7 +143,7 @@ def load_pairs(
         out.append(
             open_pair(
                 lo.data,
-                hi.data,
+                hi_data,
                 name=p.name,
                 axes=lo.axes,
                 spacing=spacing,

@@ -7,21 +7,24 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from fmc_ij.errors import FmcInputError
 from fmc_ij.nn.gan import WangDiscriminator, WangGenerator
-from fmc_ij.nn.unet import UNet, pool_factors
+from fmc_ij.nn.unet import ProjectionUNet, UNet, pool_factors
 
 
 class ModelConfig(BaseModel):
     """The generator / restoration network.
 
     ``arch="care"`` is the CARE U-Net (:class:`fmc_ij.nn.UNet`), ``"wang"`` the Wang et al. residual U-Net
-    generator (:class:`fmc_ij.nn.WangGenerator`). ``pool`` is filled in from the data's voxel size when
-    ``anisotropic`` (axial voxel >= 2x lateral: pool laterally first).
+    generator (:class:`fmc_ij.nn.WangGenerator`), ``"projection"`` CARE's ProjectionCARE (3D in, the 2D
+    surface image out: :class:`fmc_ij.nn.unet.ProjectionUNet`; ``depth``, ``base`` and ``kernel`` are its 2D
+    restoration network's, ``proj_depth`` and ``proj_base`` its 3D projection network's). ``pool`` is filled
+    in from the data's voxel size when ``anisotropic`` (axial voxel >= 2x lateral: pool laterally first).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Literal["care", "wang"] = "care"
+    arch: Literal["care", "wang", "projection"] = "care"
     ndim: Literal[2, 3] = 3
     in_channels: int = Field(1, ge=1)
     out_channels: int = Field(1, ge=1)
@@ -38,6 +41,8 @@ class ModelConfig(BaseModel):
     #: per cent of slightly negative voxels would lift the whole background and cost more SSIM than all the
     #: restoration gains. ``None`` keeps the raw output.
     output_floor: float | None = 0.0
+    proj_depth: int = Field(2, ge=1, le=4)
+    proj_base: int = Field(8, ge=1)
 
     def resolve_pool(self, spacing: list[float] | tuple[float, ...] | None) -> ModelConfig:
         """A copy whose ``pool`` is fixed from the voxel size (CARE U-Net only)."""
@@ -61,6 +66,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """The network described by ``cfg`` (freshly initialised)."""
     if cfg.arch == "wang":
         return WangGenerator(cfg.ndim, cfg.in_channels, cfg.out_channels, base=cfg.base, depth=cfg.depth)
+    if cfg.arch == "projection":
+        if cfg.ndim != 3 or cfg.probabilistic:
+            raise FmcInputError("a projection model takes volumes (model.ndim 3) and is not probabilistic")
+        return ProjectionUNet(cfg.in_channels, cfg.out_channels, depth=cfg.depth, base=cfg.base, kernel=cfg.kernel,
+                              proj_depth=cfg.proj_depth, proj_base=cfg.proj_base, residual=cfg.residual)  # fmt: skip
     return UNet(
         cfg.ndim, cfg.in_channels, cfg.out_channels, depth=cfg.depth, base=cfg.base, kernel=cfg.kernel,
         residual=cfg.residual, norm=cfg.norm, pool=cfg.pool, probabilistic=cfg.probabilistic,

@@ -77,3 +77,11 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def channels_last(ndim: int) -> torch.memory_format:
     """The channels-last layout for 2D or 3D convolutions (faster with oneDNN on CPUs and cuDNN on GPUs)."""
     return torch.channels_last_3d if ndim == 3 else torch.channels_last
+
+
+def to_channels_last(model: torch.nn.Module, ndim: int) -> torch.nn.Module:
+    """``model`` with channels-last weights, unless it mixes 2D and 3D convolutions (ProjectionCARE), whose
+    weights cannot share one layout."""
+    if getattr(model, "mixed_dims", False):
+        return model
+    return model.to(memory_format=channels_last(ndim))

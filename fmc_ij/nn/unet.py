@@ -173,3 +173,52 @@ class UNet(nn.Module):
             r = [ri + 2 * self.n_conv * (self.kernel // 2) * si + 2 * (pi - 1) * si for ri, si, pi in zip(r, scale, p)]
             scale = [si * pi for si, pi in zip(scale, p)]
         return [ri + self.n_conv * (self.kernel // 2) * si for ri, si in zip(r, scale)]
+
+
+class ProjectionUNet(nn.Module):
+    """CARE's ProjectionCARE: a 3D input restored as the 2D image of the surface it contains.
+
+    A small 3D U-Net scores every voxel; a softmax along Z turns the scores into per-pixel weights, so the
+    projection ``sum_z w(z, y, x) * x(z, y, x)`` follows the (curved) surface instead of taking the brightest
+    voxel; a 2D CARE U-Net then restores the projected image. Both are trained together from (volume, 2D
+    ground truth) pairs.
+
+    With ``keep_z`` (training and fmc-ij's tiled prediction) the 2D result is returned repeated along Z, so
+    input and output shapes match; without it (the exported bundle) the output is (N, C, Y, X).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        depth: int = 2,
+        base: int = 32,
+        kernel: int = 3,
+        proj_depth: int = 2,
+        proj_base: int = 8,
+        residual: bool = True,
+        keep_z: bool = True,
+    ):
+        super().__init__()
+        self.ndim = 3
+        self.keep_z = keep_z
+        self.mixed_dims = True  # 2D and 3D convolutions: no single channels-last layout for the weights
+        self.proj = UNet(3, in_channels, 1, depth=proj_depth, base=proj_base, kernel=3, residual=False,
+                         pool=[[1, 2, 2] for _ in range(proj_depth)])  # fmt: skip
+        self.restore = UNet(2, in_channels, out_channels, depth=depth, base=base, kernel=kernel, residual=residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.proj(x), dim=2)  # (N, 1, Z, Y, X), sums to 1 along Z
+        out = self.restore((w * x).sum(2))
+        if self.keep_z:
+            return out.unsqueeze(2).expand(-1, -1, x.shape[2], -1, -1)
+        return out
+
+    def size_multiple(self) -> list[int]:
+        a, b = self.proj.size_multiple(), self.restore.size_multiple()
+        return [1] + [max(p, q) for p, q in zip(a[1:], b)]
+
+    def receptive_radius(self) -> list[int]:
+        """Z: none to report (the softmax sees every plane; tiles must span Z); Y, X: both networks' radii."""
+        a, b = self.proj.receptive_radius(), self.restore.receptive_radius()
+        return [0] + [p + q for p, q in zip(a[1:], b)]

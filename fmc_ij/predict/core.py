@@ -63,8 +63,14 @@ def plan_tiles(
     net_shape = shape[1:] if plane_wise else shape
     halo = list(halo) if halo is not None else predictor.radius
     border = list(border) if border is not None else [min(BORDER, h) for h in halo]
+    multiple = predictor.multiple
+    if predictor.model.arch == "projection":  # the learned projection sees every plane: tiles span Z
+        halo[0], border[0] = 0, 0
+        multiple = [max(multiple[0], net_shape[0]), *multiple[1:]]
+        if tile is not None:
+            tile = [net_shape[0], *tile[1:]]
     if tile is None:
-        tile = auto_tile(net_shape, halo, border, predictor.multiple, predictor.max_tile_voxels)
+        tile = auto_tile(net_shape, halo, border, multiple, predictor.max_tile_voxels)
     if not len(tile) == len(halo) == len(border) == predictor.ndim:
         raise FmcInputError(f"tile, halo and border need {predictor.ndim} sizes for this {predictor.ndim}D model")
     grid = tile_grid(net_shape, tile, halo, predictor.multiple, border)

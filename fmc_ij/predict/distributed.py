@@ -20,13 +20,13 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.io import open_lazy
 from fmc_ij.predict.core import Prediction, plan_tiles, run_tiles
 from fmc_ij.predict.files import collect_inputs, predict_file
-from fmc_ij.predict.model import Predictor, load_predictor
+from fmc_ij.predict.model import ChannelPredictors, Predictor, load_one, load_predictor
 from fmc_ij.progress import track
 
-_CACHE: dict[tuple[str, str, bool], Predictor] = {}
+_CACHE: dict[tuple[str, str, bool], Predictor | ChannelPredictors] = {}
 
 
-def _predictor(model: str, device: str, tta: bool = False) -> Predictor:
+def _predictor(model: str, device: str, tta: bool = False) -> Predictor | ChannelPredictors:
     # One load per worker process, reused by its later tasks.
     key = (model, device, tta)
     if key not in _CACHE:
@@ -97,7 +97,7 @@ def predict_volume_dask(
 
     Same tiles and batches as :func:`fmc_ij.predict.predict_array`, hence the same result.
     """
-    p = load_predictor(model, "cpu")
+    p = load_one(model, "cpu")
     p.tta = tta
     image = open_lazy(src).data
     norm = Normalizer.fit(image, p.pmin, p.pmax)

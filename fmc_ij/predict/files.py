@@ -12,8 +12,10 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import Image, check_image, imagej_dtype, imwrite, open_lazy, to_dtype
+from fmc_ij.io.dataset import FMC_PATTERN
 from fmc_ij.predict.core import Prediction, fallback_blend, predict_array
-from fmc_ij.predict.model import Predictor
+from fmc_ij.predict.isotropic import predict_isotropic
+from fmc_ij.predict.model import ChannelPredictors, Predictor
 
 Output = Literal["input", "float32", "normalized"]
 _SUFFIXES = (".tif", ".tiff")
@@ -46,7 +48,7 @@ class _Converted:
 
 
 def predict_file(
-    predictor: Predictor,
+    predictor: Predictor | ChannelPredictors,
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
@@ -69,7 +71,28 @@ def predict_file(
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
     check_image(img.data, src.name, what="prediction", axes=img.axes)
+    if isinstance(predictor, ChannelPredictors):  # one model per channel: the image's own
+        m = FMC_PATTERN.match(src.name)
+        predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
     kw = {"tile": tile, "halo": halo, "batch": batch, "progress": progress}
+    if predictor.task == "isotropic":  # a new, finer Z grid: in memory, the voxel size updated
+        if fallback is not None:
+            raise FmcInputError("--fallback blends with the input's grid; an isotropic model changes the grid")
+        if img.axes != "ZYX":
+            raise FmcInputError(f"{src.name}: isotropic restoration needs a ZYX volume, got axes {img.axes}")
+        vox = img.meta.voxel_size("ZYX")
+        pred, spacing = predict_isotropic(predictor, np.asarray(img.data), vox, progress=progress)
+        iso = Image(pred.image, img.meta.replace(spacing=dict(zip("ZYX", spacing))))
+        return write_prediction(iso, dst, pred, output=output, uncertainty=uncertainty, dtype=img.dtype)
+    if predictor.model.arch == "projection":  # ZYX in, the YX surface image out
+        if img.axes != "ZYX":
+            raise FmcInputError(f"{src.name}: a projection model takes ZYX volumes, got axes {img.axes}")
+        pred = predict_array(predictor, img.data, **kw)
+        plane = Prediction(np.asarray(pred.image)[0], None if pred.uncertainty is None else
+                           np.asarray(pred.uncertainty)[0], pred.normalizer)  # fmt: skip
+        lateral = {k: v for k, v in img.spacing.items() if k != "Z"}
+        flat = Image(plane.image, img.meta.replace(axes="YX", spacing=lateral))
+        return write_prediction(flat, dst, plane, output=output, uncertainty=uncertainty, dtype=img.dtype)
     if not (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream):
         pred = predict_array(predictor, img.data, **kw)
         return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty, fallback=fallback)
@@ -97,8 +120,10 @@ def write_prediction(
     output: Output = "input",
     uncertainty: bool = True,
     fallback: Literal["difference", "uncertainty"] | None = None,
+    dtype: Any = None,
 ) -> list[Path]:
-    """Write a :class:`Prediction` of ``img`` (fallback, rescaling and dtype as in :func:`predict_file`)."""
+    """Write a :class:`Prediction` of ``img`` (fallback, rescaling and dtype as in :func:`predict_file`;
+    ``dtype``: the input's, when ``img`` holds something else)."""
     dst = Path(dst)
     mean, unc, norm = pred.image, pred.uncertainty, pred.normalizer
     if fallback is not None:
@@ -114,7 +139,7 @@ def write_prediction(
         # In-memory results convert at once; on-disk ones (streaming) convert plane by plane while written.
         return fn(a) if isinstance(a, np.ndarray) else _Converted(a, fn, dtype)
 
-    out_dtype = imagej_dtype(img.dtype) if output == "input" else np.float32
+    out_dtype = imagej_dtype(dtype or img.dtype) if output == "input" else np.float32
     written = [imwrite(dst, lazy(mean, convert, out_dtype), img.meta)]
     if uncertainty and unc is not None:
         sd = lazy(unc, lambda a: (np.asarray(a) * scale).astype(np.float32), np.float32)
@@ -141,7 +166,11 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], pattern: str = "*") -> l
 
 
 def predict_files(
-    predictor: Predictor, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, pattern: str = "*", **kwargs
+    predictor: Predictor | ChannelPredictors,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    pattern: str = "*",
+    **kwargs,
 ) -> list[Path]:
     """Predict every input into ``out`` under the same relative names (a challenge container's contract)."""
     out = Path(out)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.nn.factory import ModelConfig, build_model
-from fmc_ij.nn.infer import autocast, channels_last, receptive_radius, resolve_device, size_multiple
+from fmc_ij.nn.infer import (
+    autocast,
+    channels_last,
+    receptive_radius,
+    resolve_device,
+    size_multiple,
+    to_channels_last,
+)
 from fmc_ij.train.checkpoint import MODEL, safe_load
 
 
@@ -38,11 +46,14 @@ class Predictor:
     #: Test-time augmentation: average over the four lateral flips (which training augments with) and report
     #: their spread as uncertainty. Four times the compute.
     tta: bool = False
+    #: ``restore`` (same grid in and out) or ``isotropic`` (a 2D model restoring axial planes of a volume
+    #: upsampled along Z; see :mod:`fmc_ij.predict.isotropic`), from the training data's mode.
+    task: Literal["restore", "isotropic"] = "restore"
 
     def __post_init__(self) -> None:
         # Channels-last convolutions are faster on CPUs (oneDNN, ~1.3x measured for the 3D U-Net) and GPUs.
         self._layout = channels_last(self.model.ndim)
-        self.nets = [n.to(memory_format=self._layout) for n in self.nets]
+        self.nets = [to_channels_last(n, self.model.ndim) for n in self.nets]
 
     @property
     def ndim(self) -> int:
@@ -116,10 +127,11 @@ def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     with tempfile.TemporaryDirectory(prefix="fmc-bundle-") as tmp:
         rdf, state = load_bundle(path, tmp)
     arch = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-    kinds = {"UNet": "care", "WangGenerator": "wang"}
+    kinds = {"UNet": "care", "WangGenerator": "wang", "ProjectionUNet": "projection"}
     if arch.get("callable") not in kinds:
         raise FmcInputError(f"{path}: not an fmc-ij network ({arch.get('callable')}); run it with bioimageio.core")
     kwargs = dict(arch.get("kwargs", {}))
+    kwargs.pop("keep_z", None)  # the bundle's projection network returns 2D; fmc-ij's tiler wants it repeated
     if "mean_floor" in kwargs:  # a probabilistic bundle's in-network floor is our output floor
         kwargs["output_floor"] = kwargs.pop("mean_floor")
     mcfg = ModelConfig(arch=kinds[arch["callable"]], **kwargs)
@@ -131,15 +143,61 @@ def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     return Predictor([net.to(dev).eval()], mcfg, pmin, pmax, dev, str(path))
 
 
-def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor:
-    """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), one ``model.pt`` file, a
-    training checkpoint (``checkpoints/last.pt``) or a bioimage.io bundle exported by fmc-ij (``.zip``)."""
+@dataclass
+class ChannelPredictors:
+    """One model per channel (``fmc-ij train --per-channel``; Wang et al. trained one per channel): each input
+    goes to the model of its channel (the image's channel metadata, else its Fuse My Cells file name)."""
+
+    by_channel: dict[str, Predictor]
+
+    @property
+    def tta(self) -> bool:
+        return any(p.tta for p in self.by_channel.values())
+
+    @tta.setter
+    def tta(self, value: bool) -> None:
+        for p in self.by_channel.values():
+            p.tta = value
+
+    def select(self, channel: str | None, name: str) -> Predictor:
+        """The model for an image of ``channel`` (``name`` is used for the error message)."""
+        if channel is None:
+            raise FmcInputError(
+                f"{name}: no channel in its metadata or name; name it image_N_<channel>_angle.tif, set its channel "
+                f"metadata, or pass one channel's model (--model RUN/{next(iter(self.by_channel))})"
+            )
+        if channel.lower() not in self.by_channel:
+            raise FmcInputError(f"{name}: channel {channel!r} has no model here; models: {', '.join(self.by_channel)}")
+        return self.by_channel[channel.lower()]
+
+
+def _per_channel(path: Path, device: str) -> ChannelPredictors | None:
+    """A folder of ``<channel>/model.pt`` runs, each trained on that one channel."""
+    runs = sorted(d for d in path.iterdir() if (d / MODEL).is_file()) if path.is_dir() else []
+    if not runs or (path / MODEL).is_file() or any(d.name.startswith("member_") for d in runs):
+        return None
+    out = {}
+    for d in runs:
+        chans = (safe_load(d / MODEL)["config"].get("data") or {}).get("channels") or []
+        if len(chans) != 1:
+            return None
+        out[chans[0].lower()] = load_predictor(d, device)
+    return ChannelPredictors(out)
+
+
+def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor | ChannelPredictors:
+    """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), a per-channel run
+    (``<channel>/model.pt``), one ``model.pt`` file, a training checkpoint (``checkpoints/last.pt``) or a
+    bioimage.io bundle exported by fmc-ij (``.zip``)."""
     path = Path(path)
     if not path.exists():
         raise FmcInputError(f"{path}: no such model; pass a training run folder (fmc-ij train --out)")
     dev = resolve_device(device)
     if path.suffix.lower() == ".zip":
         return _from_bundle(path, dev)
+    channels = _per_channel(path, device)
+    if channels is not None:
+        return channels
     nets, cfg, data = [], None, {}
     for f in _model_files(path):
         try:
@@ -154,4 +212,15 @@ def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor:
         nets.append(net.to(dev).eval())
         cfg, data = mcfg, saved["config"].get("data", {})
     assert cfg is not None
-    return Predictor(nets, cfg, float(data.get("pmin", 2.0)), float(data.get("pmax", 99.8)), dev, str(path))
+    task = "isotropic" if data.get("mode") == "isotropic" else "restore"
+    return Predictor(nets, cfg, float(data.get("pmin", 2.0)), float(data.get("pmax", 99.8)), dev, str(path), task=task)
+
+
+def load_one(path: str | os.PathLike, device: str = "auto") -> Predictor:
+    """:func:`load_predictor` for callers that need one model (export, fine-tuning, one volume on a cluster)."""
+    p = load_predictor(path, device)
+    if isinstance(p, ChannelPredictors):
+        first = next(iter(p.by_channel))
+        raise FmcInputError(f"{path} holds one model per channel ({', '.join(p.by_channel)}); pass one, e.g. "
+                            f"{Path(path) / first}")  # fmt: skip
+    return p

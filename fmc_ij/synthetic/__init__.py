@@ -15,9 +15,11 @@ from fmc_ij.synthetic.dataset import (
     simulate_beads_dataset,
     simulate_filaments_dataset,
     simulate_lightsheet_dataset,
+    simulate_surface_dataset,
 )
 from fmc_ij.synthetic.filaments import FilamentsConfig, simulate_filaments
 from fmc_ij.synthetic.lightsheet import CHANNELS, LightSheetConfig, simulate_lightsheet
+from fmc_ij.synthetic.surface import SurfaceConfig, simulate_surface
 from fmc_ij.synthetic.warp import apply_displacement, random_displacement
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "BeadsConfig",
     "FilamentsConfig",
     "LightSheetConfig",
+    "SurfaceConfig",
     "apply_displacement",
     "random_displacement",
     "simulate",
@@ -35,4 +38,6 @@ __all__ = [
     "simulate_filaments_dataset",
     "simulate_lightsheet",
     "simulate_lightsheet_dataset",
+    "simulate_surface",
+    "simulate_surface_dataset",
 ]

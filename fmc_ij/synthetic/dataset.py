@@ -16,10 +16,11 @@ from fmc_ij.progress import track
 from fmc_ij.synthetic.beads import BeadsConfig, simulate_beads
 from fmc_ij.synthetic.filaments import FilamentsConfig, simulate_filaments
 from fmc_ij.synthetic.lightsheet import CHANNELS, LightSheetConfig, simulate_lightsheet
+from fmc_ij.synthetic.surface import SurfaceConfig, simulate_surface
 from fmc_ij.synthetic.warp import apply_displacement, random_displacement
 
 Kind = Literal["lightsheet", "beads", "filaments"]
-KINDS: tuple[str, ...] = ("lightsheet", "beads", "filaments")
+KINDS: tuple[str, ...] = ("lightsheet", "beads", "filaments", "surface")
 #: Study number written into simulated light-sheet files (the challenge's studies are 1-5).
 SYNTHETIC_STUDY = 0
 #: Above this, a dense displacement field and its interpolation no longer fit a 24 GiB machine.
@@ -166,18 +167,46 @@ def simulate_filaments_dataset(
     return out
 
 
+def simulate_surface_dataset(
+    out: str | Path,
+    *,
+    n: int = 2,
+    cfg: SurfaceConfig | None = None,
+    seed: int = 0,
+    flavour: TiffFlavour = "imagej",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``n`` curved epithelia as ``volume/surface_{i}.tif`` (ZYX input) / ``projection/surface_{i}.tif``
+    (YX target: the high-SNR surface image) and ``truth/surface_{i}_height.tif`` (the surface's Z, um)."""
+    out = Path(out)
+    cfg = cfg or SurfaceConfig()
+    _prepare(out, overwrite)
+    sp = dict(zip("ZYX", cfg.spacing))
+    for i in track(range(n), "simulate surfaces", total=n):
+        s = simulate_surface(cfg, seed=seed * 100_003 + i)
+        meta = ImageMeta(axes="ZYX", spacing=sp, unit="µm", channel="junctions")
+        imwrite(out / "volume" / f"surface_{i}.tif", s["volume"], meta, flavour=flavour)
+        flat = meta.replace(axes="YX", spacing={"Y": sp["Y"], "X": sp["X"]})
+        imwrite(out / "projection" / f"surface_{i}.tif", s["projection"], flat, flavour=flavour)
+        imwrite(out / "truth" / f"surface_{i}_height.tif", s["height"], flat, flavour=flavour)
+    write_manifest(out, kind="surface", low="volume/*.tif", high="projection/*.tif", channel="junctions")
+    _record(out, "surface", cfg, seed=seed, n=n)
+    return out
+
+
 def _record(out: Path, kind: str, cfg: Any, **info: Any) -> None:
     doc = {"kind": kind, **info, "config": dataclasses.asdict(cfg)}
     write_text_atomic(out / "simulation.json", json.dumps(doc, indent=2) + "\n")
 
 
 def simulate(out: str | Path, kind: str = "lightsheet", *, overwrite: bool = False, **kwargs: Any) -> list[Path]:
-    """Write one kind of dataset into ``out``, or all three kinds into ``out/<kind>`` with ``kind="all"``."""
+    """Write one kind of dataset into ``out``, or every kind into ``out/<kind>`` with ``kind="all"``."""
     out = Path(out)
     writers = {
         "lightsheet": simulate_lightsheet_dataset,
         "beads": simulate_beads_dataset,
         "filaments": simulate_filaments_dataset,
+        "surface": simulate_surface_dataset,
     }
     if kind not in (*KINDS, "all"):
         raise FmcInputError(f"unknown dataset kind {kind!r}: use one of {', '.join(KINDS)} or all")
@@ -190,4 +219,5 @@ def simulate(out: str | Path, kind: str = "lightsheet", *, overwrite: bool = Fal
         simulate_lightsheet_dataset(out / "lightsheet", overwrite=overwrite, **common, **ls_only),
         simulate_beads_dataset(out / "beads", overwrite=overwrite, **common),
         simulate_filaments_dataset(out / "filaments", overwrite=overwrite, **common),
+        simulate_surface_dataset(out / "surface", overwrite=overwrite, **common),
     ]

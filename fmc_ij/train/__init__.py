@@ -5,6 +5,7 @@
 >>> train(cfg, "runs/care3d")                                          # doctest: +SKIP
 """
 
+from fmc_ij.train.channels import dataset_channels, train_per_channel
 from fmc_ij.train.config import PRESETS, DataConfig, GanConfig, OptimConfig, TrainConfig
 from fmc_ij.train.loop import TrainResult, make_loss, train, validate
 
@@ -15,7 +16,9 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "TrainResult",
+    "dataset_channels",
     "make_loss",
     "train",
+    "train_per_channel",
     "validate",
 ]

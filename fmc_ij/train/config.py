@@ -31,7 +31,9 @@ class DataConfig(_Strict):
     low: str | None = None  # glob of the inputs (default: challenge naming or the dataset manifest)
     high: str | None = None
     channels: list[str] | None = None
-    mode: Literal["paired", "isotropic"] = "paired"
+    #: ``paired`` (same grid in and out), ``isotropic`` (semi-synthetic pairs from lateral planes; a 2D model
+    #: for axial planes), ``projection`` (ZYX inputs, YX targets; model.arch projection, patch Z = the volumes' Z)
+    mode: Literal["paired", "isotropic", "projection"] = "paired"
     patch: list[int] = Field(default_factory=lambda: [16, 64, 64])
     batch: int = Field(4, ge=1)
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -92,6 +94,10 @@ class TrainConfig(_Strict):
     checkpoint_every: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
+    #: Start from this model's weights (run folder, model.pt, checkpoint or fmc-ij bundle); its architecture
+    #: replaces ``model``. ``freeze_encoder`` then trains the decoder only.
+    init: str | None = None
+    freeze_encoder: bool = False
     ensemble: int = Field(1, ge=1)
     deterministic: bool = False
     threads: int | None = Field(None, ge=1)
@@ -112,8 +118,12 @@ class TrainConfig(_Strict):
             raise ValueError("the laplace loss and model.probabilistic go together: set both or neither")
         if self.data.mode == "isotropic" and self.model.ndim != 2:
             raise ValueError("isotropic restoration trains a 2D network on lateral planes: use model.ndim 2")
+        if (self.data.mode == "projection") != (self.model.arch == "projection"):
+            raise ValueError("surface projection: set data.mode projection and model.arch projection together")
         if self.gan is not None and self.model.probabilistic:
             raise ValueError("a GAN generator cannot be probabilistic")
+        if self.freeze_encoder and not self.init:
+            raise ValueError("freeze_encoder fine-tunes a model: give init (fmc-ij train --init RUN_OR_BUNDLE)")
         if self.optim.clock == "time" and not self.max_minutes:
             raise ValueError("optim.clock 'time' decays the learning rate over max_minutes: set max_minutes")
         return self
@@ -182,6 +192,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"patch": [16, 64, 64], "batch": 4},
         "loss": {"mae": 1.0, "ssim": 0.1},
         "steps": 1200,
+        "val_every": 100,
+    },
+    "projection": {
+        "model": {"arch": "projection", "ndim": 3, "depth": 2, "base": 32, "kernel": 5, "residual": False},
+        "data": {"mode": "projection", "patch": [32, 64, 64], "batch": 8, "val_crop": [512, 256, 256]},
+        "loss": {"mae": 1.0},
+        "steps": 2000,
         "val_every": 100,
     },
     "gan2d": {

@@ -35,7 +35,14 @@ from fmc_ij.data.semisynthetic import isotropic_dataset
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
 from fmc_ij.nn.factory import build_discriminator, build_model
-from fmc_ij.nn.infer import autocast, channels_last, forward_padded, resolve_device, size_multiple
+from fmc_ij.nn.infer import (
+    autocast,
+    channels_last,
+    forward_padded,
+    resolve_device,
+    size_multiple,
+    to_channels_last,
+)
 from fmc_ij.nn.losses import LOSSES, laplace_nll, n_ssim_loss, wang_discriminator_loss
 from fmc_ij.nn.losses import ssim as ssim_t
 from fmc_ij.progress import Bar
@@ -50,6 +57,7 @@ from fmc_ij.train.checkpoint import (
     set_rng_state,
 )
 from fmc_ij.train.config import TrainConfig
+from fmc_ij.train.init import freeze_encoder, load_init
 from fmc_ij.train.log import write_log
 
 
@@ -157,8 +165,12 @@ def validate(
             out = out.clamp_min(cfg.model.output_floor)
         pred = out[:, 0].cpu().numpy() if cfg.model.ndim == 2 and x.ndim == 3 else out[0, 0].cpu().numpy()
         mae = float(np.abs(pred - y).mean())
-        # A crop thinner than the SSIM window (a few planes for a 2D model) is scored plane by plane.
-        trios = [(pred, y, x)] if pred.ndim == 2 or pred.shape[0] > 10 else list(zip(pred, y, x))
+        # A crop thinner than the SSIM window (a few planes for a 2D model) is scored plane by plane; a surface
+        # projection is one plane, against the maximum projection as the baseline.
+        if cfg.model.arch == "projection":
+            trios = [(pred[0], y[0], x.max(0))]
+        else:
+            trios = [(pred, y, x)] if pred.ndim == 2 or pred.shape[0] > 10 else list(zip(pred, y, x))
         s = float(np.mean([ssim(a, b, data_range=1.0) for a, b, _ in trios]))
         ns = float(np.nanmean([n_ssim(a, b, c) for a, b, c in trios]))
         rows.setdefault(p.channel or "all", []).append((mae, s, ns))
@@ -219,7 +231,8 @@ def _load_pairs(cfg: TrainConfig) -> list[TrainPair]:
     if d.mode == "isotropic":
         return isotropic_dataset(d.root, d.low or "*.tif*", psf_axial_fwhm=d.psf_axial_fwhm,
                                  psf_lateral_fwhm=d.psf_lateral_fwhm, pmin=d.pmin, pmax=d.pmax)  # fmt: skip
-    return load_pairs(d.root, channels=d.channels, low=d.low, high=d.high, pmin=d.pmin, pmax=d.pmax)
+    return load_pairs(d.root, channels=d.channels, low=d.low, high=d.high, pmin=d.pmin, pmax=d.pmax,
+                      projection=d.mode == "projection")  # fmt: skip
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -256,6 +269,10 @@ def train(
     train_pairs, val_pairs = split_by_specimen(
         pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed
     )
+    init_state = None
+    if cfg.init and not resume:  # the architecture comes with the weights (a resumed run has both saved)
+        init_model, init_state = load_init(cfg.init)
+        cfg = cfg.model_copy(update={"model": init_model})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     dist_info = _init_distributed(device)
@@ -265,7 +282,7 @@ def train(
     for k in range(cfg.ensemble):
         member = cfg.model_copy(update={"seed": cfg.seed + k})
         run = out if cfg.ensemble == 1 else out / f"member_{k}"
-        results.append(_train_one(member, run, train_pairs, val_pairs, device, dist_info, resume, on_step))
+        results.append(_train_one(member, run, train_pairs, val_pairs, device, dist_info, resume, on_step, init_state))
     return results
 
 
@@ -278,6 +295,7 @@ def _train_one(
     dd: _Dist,
     resume: bool,
     on_step: Callable[[int], None] | None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     _setup_torch(cfg, device, dd.world)
     if cfg.data.batch % dd.world:
@@ -285,15 +303,25 @@ def _train_one(
     mcfg = cfg.model.resolve_pool(train_pairs[0].spacing)
     cfg = cfg.model_copy(update={"model": mcfg})
     patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
+    if cfg.data.mode == "projection":  # the projection must see whole stacks: the patch spans Z
+        zs = sorted({p.shape[0] for p in train_pairs})
+        if len(zs) > 1:
+            raise FmcInputError(f"projection training needs volumes of one Z size, got {zs}; crop or pad them")
+        patch = [zs[0], *patch[1:]]
     batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
                            min_fg=cfg.data.min_fg, augment=cfg.data.augment)  # fmt: skip
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg).to(device)
+    model = build_model(mcfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    if cfg.freeze_encoder:
+        freeze_encoder(model)
+    model = model.to(device)
     mult = size_multiple(model, mcfg.ndim)
     if any(p % m for p, m in zip(cfg.data.patch, mult)):
         raise FmcInputError(f"patch {cfg.data.patch} must be a multiple of {mult} for this network")
-    model = model.to(memory_format=channels_last(mcfg.ndim))
-    opt = _optimizer(model.parameters(), cfg)
+    model = to_channels_last(model, mcfg.ndim)
+    opt = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     clock = [0.0]  # fraction of max_minutes used, read by the schedule when optim.clock is "time"
     sched = _scheduler(opt, cfg, clock)
     disc = d_opt = None
