@@ -7,6 +7,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -35,3 +36,14 @@ def done(result: dict[str, Any]) -> None:
     """The last stdout line is the job's result (``_bench.run_peer`` reads it)."""
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def train_or_predict(train: Callable[[Path, Path, float], None], predict: Callable[[Path, Path, Path], None]) -> None:
+    """``train DATA OUT BUDGET_S`` or ``predict OUT IN.tif PRED.npy`` (the model jobs' command line)."""
+    task, args = sys.argv[1], sys.argv[2:]
+    if task == "train":
+        train(Path(args[0]), Path(args[1]), float(args[2]))
+    elif task == "predict":
+        predict(Path(args[0]), Path(args[1]), Path(args[2]))
+    else:
+        raise SystemExit(f"unknown task {task}: train or predict")

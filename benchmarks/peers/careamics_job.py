@@ -12,14 +12,13 @@ is a separate process, not counted).
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import tifffile
-from _job import done, peak_mb
+from _job import done, peak_mb, train_or_predict
 
 warnings.filterwarnings("ignore")
 
@@ -82,13 +81,7 @@ def predict(out: Path, src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    task = sys.argv[1]
-    if task == "train":
-        train(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
-    elif task == "predict":
-        predict(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
-    else:
-        raise SystemExit(f"unknown task {task}")
+    train_or_predict(train, predict)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ after the first two.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from _job import done, peak_mb
+from _job import done, peak_mb, train_or_predict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore")
@@ -81,13 +80,7 @@ def predict(out: Path, src: Path, dst: Path) -> None:
 
 
 def main() -> None:
-    task = sys.argv[1]
-    if task == "train":
-        train(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
-    elif task == "predict":
-        predict(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
-    else:
-        raise SystemExit(f"unknown task {task}")
+    train_or_predict(train, predict)
 
 
 if __name__ == "__main__":
