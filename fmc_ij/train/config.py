@@ -187,16 +187,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 3000,
         "val_every": 150,
     },
+    # BatchNorm, a direct (not residual) output and lr 1e-3: on the light-sheet benchmark this reaches held-out
+    # N_SSIM 0.78 after 240 s where the residual, norm-free U-Net at 4e-4 reached 0.46 (make bench, 2026-11).
     "care3d": {
-        "model": {"arch": "care", "ndim": 3, "depth": 2, "base": 16, "kernel": 3},
+        "model": {"arch": "care", "ndim": 3, "depth": 2, "base": 16, "kernel": 3, "norm": True, "residual": False},
+        "optim": {"lr": 1e-3},
         "data": {"patch": [16, 64, 64], "batch": 4},
         "loss": {"mae": 1.0, "ssim": 0.1},
         "steps": 1200,
         "val_every": 100,
     },
     "projection": {
-        "model": {"arch": "projection", "ndim": 3, "depth": 2, "base": 32, "kernel": 5, "residual": False},
+        "model": {"arch": "projection", "ndim": 3, "depth": 2, "base": 32, "kernel": 3, "residual": False},
         "data": {"mode": "projection", "patch": [32, 64, 64], "batch": 8, "val_crop": [512, 256, 256]},
+        "optim": {"lr": 1e-3},
         "loss": {"mae": 1.0},
         "steps": 2000,
         "val_every": 100,
