@@ -187,11 +187,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 3000,
         "val_every": 150,
     },
-    # BatchNorm, a direct (not residual) output and lr 1e-3: on the light-sheet benchmark this reaches held-out
-    # N_SSIM 0.78 after 240 s where the residual, norm-free U-Net at 4e-4 reached 0.46 (make bench, 2026-11).
     "care3d": {
-        "model": {"arch": "care", "ndim": 3, "depth": 2, "base": 16, "kernel": 3, "norm": True, "residual": False},
-        "optim": {"lr": 1e-3},
+        "model": {"arch": "care", "ndim": 3, "depth": 2, "base": 16, "kernel": 3},
         "data": {"patch": [16, 64, 64], "batch": 4},
         "loss": {"mae": 1.0, "ssim": 0.1},
         "steps": 1200,
