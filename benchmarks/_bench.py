@@ -86,26 +86,34 @@ def run_peer(name: str, script: str, *args: str, timeout: float = 1800) -> dict:
     env = {**os.environ, "HOME": str(PEERS_DIR / name / "home"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONWARNINGS": "ignore"}  # fmt: skip
     Path(env["HOME"]).mkdir(parents=True, exist_ok=True)  # NanoPyx and Lightning write state under HOME
-    cmd = [str(peer_python(name)), str(PEER_SCRIPTS / script), *args]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise SystemExit(f"peer {name} ({script}) failed:\n{proc.stderr[-3000:]}")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise SystemExit(f"peer {name} ({script}) printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    out = json.loads(lines[-1])
-    out.setdefault("process_s", time.perf_counter() - t)
-    return out
+    return _run_json([str(peer_python(name)), str(PEER_SCRIPTS / script), *args], f"peer {name} ({script})",
+                     env, timeout)  # fmt: skip
 
 
 def run_self(script: str, *args: str, timeout: float = 1800) -> dict:
     """Run a script of ours in a fresh process (its own peak RSS); return its last JSON stdout line."""
     cmd = [sys.executable, str(Path(__file__).resolve().parent / script), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return _run_json(cmd, f"{script} {' '.join(args)}", None, timeout)
+
+
+def _run_json(cmd: list[str], label: str, env: dict[str, str] | None, timeout: float) -> dict:
+    """Run ``cmd``; the JSON object of its last ``{``-line, with ``process_s`` (wall seconds) added if absent."""
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"{script} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+        raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{label} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    out = json.loads(lines[-1])
+    out.setdefault("process_s", time.perf_counter() - t)
+    return out
+
+
+def rss_mb() -> float:
+    """This process's current resident memory in MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def peak_rss_mb() -> float:

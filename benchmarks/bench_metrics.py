@@ -17,18 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _bench import Row, emit, peak_rss_mb, run_peer, run_self
+from _bench import Row, emit, peak_rss_mb, rss_mb, run_peer, run_self
 from _data import load
 
 
 def volumes() -> tuple[np.ndarray, np.ndarray, float]:
     a, b = (np.tile(load(f"heldout/{k}"), (1, 2, 2)) for k in ("high", "low"))
     return a, b, float(a.max() - a.min())
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def child() -> None:

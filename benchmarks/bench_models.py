@@ -61,8 +61,9 @@ def child_predict(run: Path, src: Path, dst: Path, halo: str = "") -> None:
     print(json.dumps({"seconds": sec, "peak_mb": peak_rss_mb(), "voxels": int(img.size)}))
 
 
-def mvox(r: dict) -> float:
-    return r["pred_voxels"] / r["pred_seconds"] / 1e6
+def mvox(r: dict, run: str = "pred") -> float:
+    """Mvoxel/s of a prediction result (``pred_*`` keys; ``fast_*`` for the approximate-halo run)."""
+    return r[f"{run}_voxels"] / r[f"{run}_seconds"] / 1e6
 
 
 def score(pred: np.ndarray) -> float:
@@ -156,7 +157,7 @@ def main() -> None:
                     "prediction 64x256x256",
                     f"throughput (halo {FAST_HALO}, as CAREamics)",
                     "Mvox/s",
-                    ours["fast_voxels"] / ours["fast_seconds"] / 1e6,
+                    mvox(ours, "fast"),
                     peer,
                     mvox(r),
                     better="higher",

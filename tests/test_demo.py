@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("bioimageio.core")
+pytest.importorskip("bioimageio.core", reason="the demo exports a bundle: pip install 'fmc-ij[bioimageio]'")
 
 from fmc_ij.demo import run_demo  # noqa: E402
 from fmc_ij.report import figures  # noqa: E402

@@ -308,7 +308,7 @@ def test_projection_care_trains_predicts_2d_and_exports_3d_to_2d(tmp_path):
     """ProjectionCARE end to end on the built-in curved epithelium: ZYX volumes + YX targets train the
     projection preset; `fmc-ij predict` writes the YX surface image (calibration kept); the bundle takes ZYX and
     returns YX, passes bioimage.io's model test, and predicts like the run."""
-    pytest.importorskip("bioimageio.core")
+    pytest.importorskip("bioimageio.core", reason="needs the bioimageio extra: pip install 'fmc-ij[bioimageio]'")
     from fmc_ij.bioimageio import export
     from fmc_ij.io import imread
     from fmc_ij.predict import load_predictor, predict_array

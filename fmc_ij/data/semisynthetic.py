@@ -64,6 +64,19 @@ def axial_degrade(
     return ndimage.map_coordinates(coarse, fine, order=1, mode="nearest").astype(np.float32)
 
 
+def isotropic_factor(spacing: Sequence[float]) -> float:
+    """k = dz / dx of a ZYX voxel size; an error when there is nothing to restore or the pixels are not square."""
+    dz, dy, dx = (float(s) for s in spacing)
+    if abs(dy - dx) > 1e-6 * dx:
+        raise FmcInputError(f"isotropic CARE needs square lateral pixels, got dy={dy}, dx={dx}")
+    k = dz / dx
+    if k < 1.5:
+        raise FmcInputError(
+            f"the volume is already about isotropic (dz/dx = {k:.2f}); check its voxel size (fmc-ij info FILE)"
+        )
+    return k
+
+
 def isotropic_pairs(
     volume: np.ndarray,
     spacing: Sequence[float],
@@ -90,12 +103,8 @@ def isotropic_pairs(
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise FmcInputError(f"isotropic pairs need a ZYX volume, got {volume.ndim} dimensions")
-    dz, dy, dx = (float(s) for s in spacing)
-    if abs(dy - dx) > 1e-6 * dx:
-        raise FmcInputError(f"isotropic CARE needs square lateral pixels, got dy={dy}, dx={dx}")
-    factor = dz / dx
-    if factor < 1.5:
-        raise FmcInputError(f"the volume is already about isotropic (dz/dx = {factor:.2f}); nothing to restore")
+    factor = isotropic_factor(spacing)
+    dz, dx = float(spacing[0]), float(spacing[2])
     ax_fwhm = dz if psf_axial_fwhm is None else psf_axial_fwhm
     lat_fwhm = 2 * dx if psf_lateral_fwhm is None else psf_lateral_fwhm
     extra = np.sqrt(max(ax_fwhm**2 - lat_fwhm**2, 0.0)) / FWHM_PER_SIGMA / dx

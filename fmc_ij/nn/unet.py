@@ -203,6 +203,7 @@ class ProjectionUNet(nn.Module):
         self.ndim = 3
         self.keep_z = keep_z
         self.mixed_dims = True  # 2D and 3D convolutions: no single channels-last layout for the weights
+        self.whole_z = True  # the softmax spans Z: a tile must hold every plane
         self.proj = UNet(3, in_channels, 1, depth=proj_depth, base=proj_base, kernel=3, residual=False,
                          pool=[[1, 2, 2] for _ in range(proj_depth)])  # fmt: skip
         self.restore = UNet(2, in_channels, out_channels, depth=depth, base=base, kernel=kernel, residual=residual)

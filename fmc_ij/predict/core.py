@@ -64,7 +64,7 @@ def plan_tiles(
     halo = list(halo) if halo is not None else predictor.radius
     border = list(border) if border is not None else [min(BORDER, h) for h in halo]
     multiple = predictor.multiple
-    if predictor.model.arch == "projection":  # the learned projection sees every plane: tiles span Z
+    if predictor.whole_z:  # the network sees every plane at once (a learned projection): tiles span Z
         halo[0], border[0] = 0, 0
         multiple = [max(multiple[0], net_shape[0]), *multiple[1:]]
         if tile is not None:

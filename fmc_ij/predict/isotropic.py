@@ -15,22 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from fmc_ij.data.patches import Normalizer
+from fmc_ij.data.semisynthetic import isotropic_factor
 from fmc_ij.errors import FmcInputError
 from fmc_ij.predict.core import Prediction, predict_array
 from fmc_ij.predict.model import Predictor
-
-
-def isotropic_factor(spacing: Sequence[float]) -> float:
-    """k = dz / dx of a ZYX voxel size; an error when there is nothing to restore or the pixels are not square."""
-    dz, dy, dx = (float(s) for s in spacing)
-    if abs(dy - dx) > 1e-6 * dx:
-        raise FmcInputError(f"isotropic restoration needs square lateral pixels, got dy={dy}, dx={dx}")
-    k = dz / dx
-    if k < 1.5:
-        raise FmcInputError(
-            f"the volume is already about isotropic (dz/dx = {k:.2f}); check its voxel size (fmc-ij info FILE)"
-        )
-    return k
 
 
 def upsample_z(volume: np.ndarray, factor: float) -> np.ndarray:

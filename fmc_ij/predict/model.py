@@ -68,6 +68,11 @@ class Predictor:
         return receptive_radius(self.nets[0], self.ndim)
 
     @property
+    def whole_z(self) -> bool:
+        """The network needs the whole Z extent in one pass (ProjectionCARE): tiles split only Y and X."""
+        return bool(getattr(self.nets[0], "whole_z", False))
+
+    @property
     def max_tile_voxels(self) -> int:
         """Largest tile for :attr:`memory_mb`: inference holds about 32 x ``base`` bytes per voxel (measured)."""
         return int(self.memory_mb * 2**20 / (32 * self.model.base))
