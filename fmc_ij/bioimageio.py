@@ -99,8 +99,9 @@ def _readme(name: str, cfg: dict[str, Any], metrics: dict[str, Any], shape: tupl
         f"{cfg.get('steps')} steps planned; config attached as `config.yaml`.",
         "",
         "## Input and output",
-        f"- Input: one channel, axes {'zyx' if m['ndim'] == 3 else 'yx'}; scaled with its own "
-        f"{cfg['data']['pmin']} / {cfg['data']['pmax']} percentiles (as in training).",
+        f"- Input: {m.get('in_channels', 1)} channel(s) {', '.join(_channel_names(cfg, m.get('in_channels', 1)))}, "
+        f"axes {'zyx' if m['ndim'] == 3 else 'yx'}; each channel scaled with its own "
+        f"{cfg['data']['pmin']} / {cfg['data']['pmax']} percentiles (as in training); outputs in the same order.",
         "- Output: in the target's normalised units (0 = its 2nd percentile, about background; 1 = its 99.8th),"
         " clipped below at 0.",
     ]
@@ -182,41 +183,43 @@ def export(
     step = p.multiple
     halo = [_round_up(r, m) for r, m in zip(p.radius, step)]
     mins = [_round_up(2 * h + 1, m) for h, m in zip(halo, step)]
-    x, tgt = _sample(sample, target, cfg, nd)
+    n_ch = mcfg.in_channels
+    x, tgt = _sample(sample, target, cfg, nd, n_ch)  # channel first
     # A sample smaller than the network's minimum tile is mirrored out to it (as prediction pads borders).
-    pad = [(0, max(0, mn + st - n)) for n, mn, st in zip(x.shape, mins, step)]
+    pad = [(0, max(0, mn + st - n)) for n, mn, st in zip(x.shape[1:], mins, step)]
     if any(b for _, b in pad):
-        x = np.pad(x, pad, mode="symmetric")
-        tgt = np.pad(tgt, pad, mode="symmetric") if tgt is not None else None
-    crop = _fit(x.shape, mins, step)
+        x = np.pad(x, [(0, 0), *pad], mode="symmetric")
+        tgt = np.pad(tgt, pad[-tgt.ndim :], mode="symmetric") if tgt is not None else None
+    crop = _fit(x.shape[1:], mins, step)
     if projection:  # the projection needs the whole stack; the target is the 2D surface image
         crop = (slice(None), *crop[1:])
-    x = np.ascontiguousarray(x[crop])
+    x = np.ascontiguousarray(x[(slice(None), *crop)])
     tgt = np.asarray(tgt[crop[-tgt.ndim :]], np.float32) if tgt is not None else None
-    lo, hi = np.percentile(x, (cfg["data"]["pmin"], cfg["data"]["pmax"]))
-    xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    lo, hi = np.percentile(x, (cfg["data"]["pmin"], cfg["data"]["pmax"]), axis=tuple(range(1, x.ndim)), keepdims=True)
+    xn = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)  # each channel on its own (as scale_range)
     with torch.no_grad():
-        y = net(torch.from_numpy(xn)[None, None]).numpy().astype(np.float32)
+        y = net(torch.from_numpy(xn)[None]).numpy().astype(np.float32)
     if floor is not None:
-        y[:, :1] = np.maximum(y[:, :1], floor)
+        y[:, :n_ch] = np.maximum(y[:, :n_ch], floor)
     name = name or f"fmc-ij {mcfg.arch} {nd}D {run.name}"
     with tempfile.TemporaryDirectory(prefix="fmc-bmz-") as tmp:
         d = Path(tmp)
-        np.save(d / "test_input.npy", x[None, None].astype(np.float32))
+        np.save(d / "test_input.npy", x[None].astype(np.float32))
         np.save(d / "test_output.npy", y)
         torch.save(net.state_dict(), d / "weights.pt")
         torch.jit.script(net).save(str(d / "weights_torchscript.pt"))
         arch_name, callable_name = _ARCH_FILES[mcfg.arch]
         shutil.copy(Path(__file__).parent / "nn" / arch_name, d / arch_name)
-        _cover(d / "cover.png", x.max(0) if projection else x, y[0, 0], tgt)
-        readme = _readme(name, cfg, saved.get("metrics", {}), x.shape)
+        _cover(d / "cover.png", x[0].max(0) if projection else x[0], y[0, 0], tgt)
+        readme = _readme(name, cfg, saved.get("metrics", {}), x.shape[1:])
         (d / "README.md").write_text(readme + (f"\n## Notes\n{notes}\n" if notes else ""))
         (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(_channel_name(cfg))])] + [
+        in_names = _channel_names(cfg, n_ch)
+        in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(c) for c in in_names])] + [
             s.SpaceInputAxis(id=s.AxisId(a), size=s.ParameterizedSize(min=mn, step=st))
             for a, mn, st in zip(axes_ids, mins, step)
         ]
-        out_names = ["restored"] + (["log_scale"] if mcfg.probabilistic else [])
+        out_names = (in_names if n_ch > 1 else ["restored"]) + (["log_scale"] if mcfg.probabilistic else [])
         out_ids = list(zip(axes_ids, halo))[1:] if projection else list(zip(axes_ids, halo))
         out_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier(c) for c in out_names])] + [
             s.SpaceOutputAxisWithHalo(id=s.AxisId(a), halo=h,
@@ -268,12 +271,15 @@ def export(
     return out
 
 
-def _channel_name(cfg: dict[str, Any]) -> str:
-    """The input channel's name: the training channel of a one-channel model (``fmc-ij train --per-channel``),
-    else ``raw``; deepImageJ shows it and bioimage.io identifiers allow letters, digits and ``_`` only."""
+def _channel_names(cfg: dict[str, Any], n: int) -> list[str]:
+    """The input channels' names: the training channels (one for ``fmc-ij train --per-channel``, C in order for
+    a multi-channel model), else ``raw`` / ``channel_K``; deepImageJ shows them and bioimage.io identifiers
+    allow letters, digits and ``_`` only."""
     chans = (cfg.get("data") or {}).get("channels") or []
-    name = re.sub(r"\W", "_", str(chans[0])).strip("_") if len(chans) == 1 else ""
-    return name if name and not name[0].isdigit() else "raw"
+    names = [re.sub(r"\W", "_", str(c)).strip("_") for c in chans] if len(chans) == n else []
+    if names and all(c and not c[0].isdigit() for c in names) and len(set(names)) == n:
+        return names
+    return ["raw"] if n == 1 else [f"channel_{k}" for k in range(n)]
 
 
 def _failure(summary: Any) -> str:
@@ -285,11 +291,29 @@ def _failure(summary: Any) -> str:
 
 
 def _sample(
-    sample: np.ndarray | None, target: np.ndarray | None, cfg: dict[str, Any], nd: int
+    sample: np.ndarray | None, target: np.ndarray | None, cfg: dict[str, Any], nd: int, n_ch: int = 1
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A channel-first raw sample for the test tensors, and the first channel's target (for the cover)."""
     if sample is not None:
-        return np.asarray(sample, np.float32), target
+        x = np.asarray(sample, np.float32)
+        if n_ch == 1:
+            return x[None], target
+        if x.ndim != nd + 1 or x.shape[0] != n_ch:
+            raise FmcInputError(f"the sample needs {n_ch} channels first for this model; got shape {x.shape}")
+        return x, (target[0] if target is not None and np.ndim(target) == nd + 1 else target)
+    return _training_sample(cfg, nd, n_ch)
+
+
+def _training_sample(cfg: dict[str, Any], nd: int, n_ch: int) -> tuple[np.ndarray, np.ndarray | None]:
     root = cfg["data"].get("root")
+    if n_ch > 1 and root and Path(root).exists():
+        from fmc_ij.data import load_pairs, stack_channels
+
+        d = cfg["data"]
+        first = stack_channels(load_pairs(root, low=d.get("low"), high=d.get("high")), d.get("channels"))[0]
+        x = np.stack([np.asarray(p.low, np.float32) for p in first.parts])
+        y = np.asarray(first.parts[0].high, np.float32)
+        return (x, y) if x.ndim == nd + 1 else (x[:, x.shape[1] // 2], y[y.shape[0] // 2])
     if root and Path(root).exists():
         from fmc_ij.io import discover, imread
 
@@ -299,7 +323,7 @@ def _sample(
             hi = imread(pairs[0].high).data.astype(np.float32) if pairs[0].high else None
             if lo.ndim != nd:
                 lo, hi = lo[lo.shape[0] // 2], (hi[hi.shape[0] // 2] if hi is not None else None)
-            return lo, hi
+            return lo[None], hi
     raise FmcInputError("no sample image for the bundle's test tensors: pass sample= (or keep the training data)")
 
 

@@ -207,11 +207,14 @@ def squirrel_volumes(
         gt = imread(inp_path.with_name(inp_path.name.replace("_angle", "_fused"))).data
         maps = {}
         for which, img in (("prediction", imread(pred_path).data), ("ground truth", gt)):
+            row: dict[str, Any] = {"name": inp_path.name.split(".")[0], "image": which}
+            if float(img.min()) == float(img.max()):  # an under-trained model can output one value everywhere
+                rows.append({**row, "rse": None, "rsp": None, "note": "constant image: no error map"})
+                continue
             r = error_map_3d(inp, img, device=dev)
-            maps[which] = r.error_map.astype(np.float32)
-            rows.append({"name": inp_path.name.split(".")[0], "image": which, "rse": r.rse, "rsp": r.rsp,
-                         "sigma_z": r.sigma_z, "sigma_xy": r.sigma_xy})  # fmt: skip
+            maps[which.replace(" ", "_")] = r.error_map.astype(np.float32)
+            rows.append({**row, "rse": r.rse, "rsp": r.rsp, "sigma_z": r.sigma_z, "sigma_xy": r.sigma_xy})
         with atomic_path(out / f"{inp_path.name.split('.')[0]}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, prediction=maps["prediction"], ground_truth=maps["ground truth"])
+            np.savez_compressed(fh, **maps)
     write_text_atomic(out / "squirrel.json", json.dumps(rows, indent=2) + "\n")
     return rows

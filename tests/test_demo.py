@@ -117,3 +117,24 @@ def test_report_for_a_training_run_and_cli(demo_dir, tmp_path):
 def test_demo_cli_refuses_a_non_empty_folder(demo_dir):
     res = subprocess.run([str(EXE), "demo", "--out", str(demo_dir)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--overwrite" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_a_constant_prediction_gets_no_error_map_and_the_report_still_renders(demo_dir, tmp_path):
+    """An under-trained model may output one value everywhere: SQUIRREL has nothing to compare, so that image gets
+    a note instead of an error map, and the rest of the report is made."""
+    from fmc_ij.demo import squirrel_volumes
+    from fmc_ij.io import imread, imwrite
+    from fmc_ij.report.run import _squirrel
+
+    src = sorted((demo_dir / "predictions").glob("*_angle.tif"))[0]
+    img = imread(src)
+    imwrite(tmp_path / "pred" / src.name, np.zeros_like(img.data), img.meta)
+    rows = squirrel_volumes(tmp_path / "pred", demo_dir / "data" / "heldout", tmp_path / "sq", device="cpu")
+    pred = [r for r in rows if r["image"] == "prediction"]
+    truth = [r for r in rows if r["image"] == "ground truth"]
+    assert pred and pred[0]["rse"] is None and "constant" in pred[0]["note"]
+    assert truth and np.isfinite(truth[0]["rse"])
+    with np.load(next((tmp_path / "sq").glob("*.npz"))) as z:
+        assert z.files == ["ground_truth"]
+    sections = _squirrel(tmp_path / "sq", tmp_path / "figs", None)
+    assert sections and list((tmp_path / "figs").glob("squirrel_*.png"))

@@ -124,3 +124,79 @@ def test_receptive_radius_bounds_the_influence(make):
     reach = np.abs(nz - np.array(centre)).max(0)
     assert (reach <= np.array(r)).all(), (reach, r)
     assert (reach >= np.array(r) - 2 * (np.array(m) - 1)).all(), (reach, r)  # pooling cells are one-sided
+
+
+def _weights(n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """A loss weight for every output voxel of the whole batch (so every gradient path is exercised)."""
+    return torch.arange(n * int(np.prod(shape)), dtype=torch.float32).reshape(n, *shape).sin()
+
+
+def _global_bn_worker(rank: int, port: int, x: torch.Tensor, out: dict) -> None:
+    import torch.distributed as dist
+
+    from fmc_ij.nn.syncbn import sync_batchnorm
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = sync_batchnorm(torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3), torch.nn.BatchNorm3d(3)))
+    xs = x[2 * rank : 2 * rank + 2].clone().requires_grad_(True)
+    y = net(xs)
+    (y * _weights(2 * y.shape[0], y.shape[1:])[2 * rank : 2 * rank + 2]).sum().backward()
+    for p in net.parameters():
+        dist.all_reduce(p.grad)  # what DDP does (sum here; the single process sums over the whole batch)
+    out[rank] = (y.detach(), xs.grad, [p.grad for p in net.parameters()], net[1].running_var.clone())
+    dist.destroy_process_group()
+
+
+def test_global_batchnorm_over_two_gloo_processes_equals_one_batchnorm():
+    """fmc_ij.nn.syncbn: two processes with half a batch each normalise, back-propagate and track running
+    statistics exactly as one BatchNorm over the whole batch (DDP on CPUs, where SyncBatchNorm cannot run)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    x = torch.randn(4, 2, 6, 7, 8)
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3), torch.nn.BatchNorm3d(3))
+    xr = x.clone().requires_grad_(True)
+    y = ref(xr)
+    (y * _weights(4, y.shape[1:])).sum().backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_global_bn_worker, args=(port, x, out), nprocs=2)
+    got_y = torch.cat([out[0][0], out[1][0]])
+    got_gx = torch.cat([out[0][1], out[1][1]])
+    torch.testing.assert_close(got_y, y.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_gx, xr.grad, rtol=1e-4, atol=1e-5)
+    for g, p in zip(out[0][2], ref.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[0][3], ref[1].running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_unet_loads_weights_saved_with_conv_biases():
+    """Convolutions before BatchNorm have no bias (BatchNorm cancels it); weights saved by earlier versions, which
+    had one, load with the bias folded into the running mean: the same eval-mode output."""
+    import copy
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 1, depth=1, base=4, norm=True, residual=False).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    old = copy.deepcopy(net)  # the earlier layout: a bias on every convolution before a BatchNorm
+    for blk in [m for m in old.modules() if hasattr(m, "body")]:
+        for i, layer in enumerate(blk.body):
+            if isinstance(layer, torch.nn.Conv3d) and isinstance(blk.body[i + 1], torch.nn.BatchNorm3d):
+                conv = torch.nn.Conv3d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding)
+                conv.weight.data.copy_(layer.weight.data)
+                conv.bias.data.uniform_(-0.3, 0.3)
+                blk.body[i] = conv
+    assert any(k.endswith("body.0.bias") for k in old.state_dict())
+    x = torch.randn(1, 1, 8, 16, 16)
+    fresh = UNet(3, 1, 1, depth=1, base=4, norm=True, residual=False).eval()
+    fresh.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), old(x), rtol=1e-5, atol=1e-5)

@@ -33,7 +33,9 @@ def _overrides(sets: list[str]) -> dict[str, Any]:
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.yaml, model.pt, checkpoints/, log.csv."),
     data: Path | None = typer.Option(None, "--data", help="Registered pairs (fmc-ij register --dataset output)."),
-    preset: str | None = typer.Option(None, help="care2d, care3d, gan2d or gan3d (default care3d)."),
+    preset: str | None = typer.Option(
+        None, help="care2d, care3d, projection, subdiffraction, isotropic, gan2d or gan3d (default care3d)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A config.yaml (e.g. from an earlier run)."),
     steps: int | None = typer.Option(None, min=1, help="Optimisation steps."),
     minutes: float | None = typer.Option(
@@ -57,6 +59,9 @@ def train(
     per_channel: bool = typer.Option(
         False, help="One model per channel, in --out/<channel> (predict picks each image's channel)."
     ),
+    multichannel: bool = typer.Option(
+        False, help="One model for all channels together (C in, C out; order --channels, default sorted)."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Train into a non-empty --out from scratch."),
 ) -> None:
@@ -76,6 +81,10 @@ def train(
         d["batch"] = batch
     if channels is not None:
         d["channels"] = [c.strip() for c in channels.split(",") if c.strip()]
+    if per_channel and multichannel:
+        raise FmcInputError("give --per-channel (one model per channel) or --multichannel (one for all), not both")
+    if multichannel:
+        d["multichannel"] = True
     if val is not None:
         d["val_names"] = [c.strip() for c in val.split(",") if c.strip()]
     for key, v in (("steps", steps), ("max_minutes", minutes), ("ensemble", ensemble), ("seed", seed),

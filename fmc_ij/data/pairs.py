@@ -47,10 +47,93 @@ class TrainPair:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.low.shape)
 
+    @property
+    def channels(self) -> list[str]:
+        return [self.channel or "all"]
+
     def patch(self, corner: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Normalised (low, high) float32 patches at ``corner``."""
         sl = tuple(slice(int(c), int(c) + int(s)) for c, s in zip(corner, size))
         return self.norm_low(self.low[sl]), self.norm_high(self.high[sl])
+
+    def arrays(self, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised (low, high) float32 arrays of region ``sl``, channel first (one channel here)."""
+        return self.norm_low(self.low[sl])[None], self.norm_high(self.high[sl])[None]
+
+
+@dataclasses.dataclass
+class StackedPair:
+    """The channels of one specimen as one multi-channel pair (``data.multichannel``): same grid, each channel
+    normalised on its own; patches and arrays come channel first in ``channels`` order."""
+
+    parts: list[TrainPair]
+
+    def __post_init__(self) -> None:
+        shapes = {p.shape for p in self.parts}
+        if len(shapes) > 1:
+            raise FmcInputError(
+                f"{self.specimen}: its channels {', '.join(self.channels)} differ in shape {sorted(shapes)}; a "
+                "multi-channel model needs them on one grid (register them onto one target grid)"
+            )
+        first = self.parts[0]
+        self.axes, self.spacing, self.stride = first.axes, first.spacing, first.stride
+        self.foreground = np.logical_or.reduce([p.foreground for p in self.parts])
+
+    @property
+    def name(self) -> str:
+        return self.specimen
+
+    @property
+    def specimen(self) -> str:
+        return self.parts[0].specimen
+
+    @property
+    def channel(self) -> str:
+        return "+".join(self.channels)
+
+    @property
+    def channels(self) -> list[str]:
+        return [p.channel or "all" for p in self.parts]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.parts[0].shape
+
+    @property
+    def high(self) -> np.ndarray:  # what patch sampling reads for the shape
+        return self.parts[0].high
+
+    def patch(self, corner: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*(p.patch(corner, size) for p in self.parts))
+        return np.stack(xs), np.stack(ys)
+
+    def arrays(self, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*(p.arrays(sl) for p in self.parts))
+        return np.concatenate(xs), np.concatenate(ys)
+
+
+AnyPair = TrainPair | StackedPair
+
+
+def stack_channels(pairs: Sequence[TrainPair], channels: Sequence[str] | None = None) -> list[StackedPair]:
+    """Group one-channel pairs by specimen into :class:`StackedPair` (channel order ``channels``, default the
+    sorted names); a specimen missing a channel is an error."""
+    names = [c.lower() for c in channels] if channels else sorted({(p.channel or "").lower() for p in pairs})
+    if len(names) < 2 or "" in names:
+        raise FmcInputError(
+            "a multi-channel model needs two or more named channels per specimen (image_N_<channel>_... names or "
+            f"a manifest's channel); found {', '.join(n or '(unnamed)' for n in names)}"
+        )
+    by: dict[str, dict[str, TrainPair]] = {}
+    for p in pairs:
+        by.setdefault(p.specimen, {})[(p.channel or "").lower()] = p
+    out = []
+    for spec, chans in sorted(by.items()):
+        missing = [c for c in names if c not in chans]
+        if missing:
+            raise FmcInputError(f"{spec}: no {', '.join(missing)} pair; every specimen needs all of {', '.join(names)}")
+        out.append(StackedPair([chans[c] for c in names]))
+    return out
 
 
 def open_pair(
@@ -157,8 +240,8 @@ def load_pairs(
 
 
 def split_by_specimen(
-    pairs: Sequence[TrainPair], *, val_fraction: float = 0.2, val_names: Sequence[str] | None = None, seed: int = 0
-) -> tuple[list[TrainPair], list[TrainPair]]:
+    pairs: Sequence[AnyPair], *, val_fraction: float = 0.2, val_names: Sequence[str] | None = None, seed: int = 0
+) -> tuple[list[AnyPair], list[AnyPair]]:
     """Train / validation split by specimen, so no specimen is in both (both channels go together).
 
     ``val_names`` (specimen or pair names) overrides the random draw. With a single specimen there is nothing to
@@ -203,7 +286,7 @@ class PatchBatches:
 
     def __init__(
         self,
-        pairs: Sequence[TrainPair],
+        pairs: Sequence[AnyPair],
         patch: Sequence[int],
         *,
         seed: int = 0,
@@ -226,22 +309,22 @@ class PatchBatches:
         self.weights = sizes / sizes.sum()
 
     def item(self, step: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``i``-th (input, target) patch of the global batch at ``step``, float32 with a leading channel."""
+        """The ``i``-th (input, target) patch of the global batch at ``step``, float32, channel first."""
         rng = np.random.default_rng([self.seed, step, i])
         pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
         corner = sample_patches(
             pair.high, self.patch, 1, rng=rng, foreground=pair.foreground, fg_fraction=self.fg_fraction,
             min_fg=self.min_fg, stride=pair.stride,
         )[0]  # fmt: skip
-        x, y = pair.patch(corner, self.patch)
-        if self.patch[0] == 1 and x.ndim == 3:
-            x, y = x[0], y[0]
+        x, y = pair.arrays(tuple(slice(int(c), int(c) + s) for c, s in zip(corner, self.patch)))
+        if self.patch[0] == 1 and x.ndim == 4:
+            x, y = x[:, 0], y[:, 0]
         if self.augment:
             lateral_iso = len(pair.spacing) < 2 or abs(pair.spacing[-1] - pair.spacing[-2]) < 1e-6 * pair.spacing[-1]
-            x, y = augment([x, y], rng, lateral_isotropic=lateral_iso and x.shape[-1] == x.shape[-2])
-        return x[None], y[None]
+            x, y = augment([x, y], rng, lateral_isotropic=lateral_iso and x.shape[-1] == x.shape[-2], lead=1)
+        return x, y
 
     def batch(self, step: int, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Stacked (N, 1, *patch) input and target arrays of the given items of the batch at ``step``."""
+        """Stacked (N, C, *patch) input and target arrays of the given items of the batch at ``step``."""
         xs, ys = zip(*(self.item(step, i) for i in items))
         return np.stack(xs), np.stack(ys)

@@ -44,6 +44,36 @@ class Normalizer:
     def invert(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, np.float32) * np.float32(self.hi - self.lo) + np.float32(self.lo)
 
+    def scale(self, d: np.ndarray) -> np.ndarray:
+        """A difference or standard deviation in normalised units, back in the image's units."""
+        return (np.asarray(d, np.float32) * np.float32(self.hi - self.lo)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ChannelNormalizer:
+    """One :class:`Normalizer` per channel of a channel-first array (``CYX``, ``CZYX``): each channel is scaled
+    with its own percentiles, as in training a multi-channel model."""
+
+    parts: tuple[Normalizer, ...]
+
+    @classmethod
+    def fit(cls, image: np.ndarray, pmin: float = 2.0, pmax: float = 99.8) -> ChannelNormalizer:
+        return cls(tuple(Normalizer.fit(image[c], pmin, pmax) for c in range(image.shape[0])))
+
+    def _each(self, x: np.ndarray, fn: str) -> np.ndarray:
+        if len(x) != len(self.parts):
+            raise FmcInputError(f"expected {len(self.parts)} channels first, got an array of shape {x.shape}")
+        return np.stack([getattr(n, fn)(x[c]) for c, n in enumerate(self.parts)])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._each(x, "__call__")
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        return self._each(y, "invert")
+
+    def scale(self, d: np.ndarray) -> np.ndarray:
+        return self._each(d, "scale")
+
 
 def subsample_slices(shape: Sequence[int], max_voxels: int) -> tuple[slice, ...]:
     """Strides (the same along every axis) that keep at most ``max_voxels`` of an array of ``shape``."""
@@ -104,11 +134,12 @@ def sample_patches(
 
 
 def augment(
-    arrays: Sequence[np.ndarray], rng: np.random.Generator, *, lateral_isotropic: bool = True
+    arrays: Sequence[np.ndarray], rng: np.random.Generator, *, lateral_isotropic: bool = True, lead: int = 0
 ) -> list[np.ndarray]:
-    """The same random flips (every axis) and lateral 90-degree rotation applied to every array of a pair."""
+    """The same random flips (every spatial axis) and lateral 90-degree rotation applied to every array of a
+    pair; the first ``lead`` axes (channels) are left alone."""
     nd = arrays[0].ndim
-    flips = [ax for ax in range(nd) if rng.random() < 0.5]
+    flips = [ax for ax in range(lead, nd) if rng.random() < 0.5]
     k = int(rng.integers(4)) if lateral_isotropic else 0
     out = []
     for a in arrays:

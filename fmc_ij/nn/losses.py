@@ -25,9 +25,9 @@ def _gauss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     for ax in range(nd):
         if x.shape[2 + ax] < w.numel():
             continue
-        shape = [c, 1] + [1] * nd
+        shape = [1, 1] + [1] * nd
         shape[2 + ax] = w.numel()
-        x = conv(x, w.reshape(shape).expand(shape), groups=c)
+        x = conv(x, w.reshape(shape).expand(c, *shape[1:]), groups=c)
     return x
 
 

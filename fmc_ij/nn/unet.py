@@ -40,7 +40,8 @@ class ConvBlock(nn.Module):
         bn = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
         layers = []
         for i in range(n_conv):
-            layers.append(conv(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2))
+            # A bias before BatchNorm is cancelled by it (zero gradient, which Adam would turn into noise).
+            layers.append(conv(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2, bias=not norm))
             if norm:
                 layers.append(bn(c_out))
             layers.append(nn.LeakyReLU(slope) if slope > 0 else nn.ReLU())
@@ -48,6 +49,18 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Weights saved when convolutions before BatchNorm still had a bias: in eval mode that bias only shifts
+        # what the running mean subtracts, so fold it in there (exact).
+        for i, layer in enumerate(self.body):
+            key = f"{prefix}body.{i}.bias"
+            if isinstance(layer, nn.modules.conv._ConvNd) and layer.bias is None and key in state_dict:
+                rm = f"{prefix}body.{i + 1}.running_mean"
+                bias = state_dict.pop(key)
+                if rm in state_dict:
+                    state_dict[rm] = state_dict[rm] - bias
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class UNet(nn.Module):

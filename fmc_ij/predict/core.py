@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fmc_ij.data.patches import Normalizer
+from fmc_ij.data.patches import ChannelNormalizer, Normalizer
 from fmc_ij.errors import FmcInputError
 from fmc_ij.predict.model import Predictor
 from fmc_ij.predict.tiles import Tile, auto_tile, pad_tile, tile_grid
@@ -33,7 +33,7 @@ class Prediction:
 
     image: Any
     uncertainty: Any | None
-    normalizer: Normalizer
+    normalizer: Normalizer | ChannelNormalizer
 
 
 def _layout(ndim_model: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -82,20 +82,25 @@ def plan_tiles(
 
 
 def run_tiles(
-    predictor: Predictor, image: Any, norm: Normalizer, chunk: list[Job]
+    predictor: Predictor, image: Any, norm: Normalizer | ChannelNormalizer, chunk: list[Job]
 ) -> list[tuple[tuple[slice, ...], np.ndarray, np.ndarray | None]]:
-    """Predict one batch of tiles: (destination, mean core, uncertainty core or None) per tile."""
+    """Predict one batch of tiles: (destination, mean core, uncertainty core or None) per tile.
+
+    A multi-channel model (:attr:`Predictor.channels` > 1) reads and writes channel-first images."""
+    lead: tuple[slice, ...] = (slice(None),) if predictor.channels > 1 else ()
     blocks = []
     for z, t in chunk:
-        read = t.read if z is None else (z, *t.read)
-        blocks.append(pad_tile(norm(np.asarray(image[read])), t.pad))
-    mean, unc = predictor(torch.from_numpy(np.stack(blocks)[:, None]))
-    mean_np = mean.cpu().numpy()[:, 0]
-    unc_np = unc.cpu().numpy()[:, 0] if unc is not None else None
+        read = lead + (t.read if z is None else (z, *t.read))
+        block = norm(np.asarray(image[read]))
+        blocks.append(pad_tile(block if lead else block[None], [(0, 0), *t.pad]))
+    mean, unc = predictor(torch.from_numpy(np.stack(blocks)))
+    mean_np, unc_np = mean.cpu().numpy(), unc.cpu().numpy() if unc is not None else None
+    if not lead:
+        mean_np, unc_np = mean_np[:, 0], unc_np[:, 0] if unc_np is not None else None
     res = []
     for k, (z, t) in enumerate(chunk):
-        inner = tuple(slice(o, o + (c.stop - c.start)) for o, c in zip(t.offset, t.core))
-        dst = t.core if z is None else (z, *t.core)
+        inner = lead + tuple(slice(o, o + (c.stop - c.start)) for o, c in zip(t.offset, t.core))
+        dst = lead + (t.core if z is None else (z, *t.core))
         res.append((dst, mean_np[k][inner], unc_np[k][inner] if unc_np is not None else None))
     return res
 
@@ -110,10 +115,10 @@ def predict_array(
     batch: int = 1,
     out: Any | None = None,
     uncertainty_out: Any | None = None,
-    normalizer: Normalizer | None = None,
+    normalizer: Normalizer | ChannelNormalizer | None = None,
     progress: bool = True,
 ) -> Prediction:
-    """Predict a YX or ZYX array (numpy or lazy) tile by tile.
+    """Predict a YX or ZYX array (numpy or lazy) tile by tile; ``CYX`` or ``CZYX`` for a multi-channel model.
 
     Parameters
     ----------
@@ -133,12 +138,19 @@ def predict_array(
         Tiles per forward pass.
     out, uncertainty_out : array-like, optional
         float32 destinations (e.g. a zarr array or memmap) written tile core by tile core; default in memory.
-    normalizer : Normalizer, optional
-        Input normalisation; default the image's own ``pmin``/``pmax`` percentiles.
+    normalizer : Normalizer or ChannelNormalizer, optional
+        Input normalisation; default the image's own ``pmin``/``pmax`` percentiles (per channel).
     """
     shape = tuple(int(s) for s in image.shape)
-    chunks = plan_tiles(predictor, shape, tile=tile, halo=halo, border=border, batch=batch)
-    norm = normalizer or Normalizer.fit(image, predictor.pmin, predictor.pmax)
+    spatial = shape
+    if predictor.channels > 1:
+        if len(shape) < 3 or shape[0] != predictor.channels:
+            raise FmcInputError(f"this model takes {predictor.channels} channels first (CYX or CZYX); got an "
+                                f"array of shape {shape}")  # fmt: skip
+        spatial = shape[1:]
+    chunks = plan_tiles(predictor, spatial, tile=tile, halo=halo, border=border, batch=batch)
+    fit = ChannelNormalizer.fit if predictor.channels > 1 else Normalizer.fit
+    norm = normalizer or fit(image, predictor.pmin, predictor.pmax)
     if out is None:
         out = np.zeros(shape, np.float32)
     if uncertainty_out is None and predictor.has_uncertainty:

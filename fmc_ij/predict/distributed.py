@@ -64,9 +64,15 @@ def predict_files_dask(
     client: Any, model: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     device: str = "cpu", pattern: str = "*", tta: bool = False, **kwargs: Any,
 ) -> list[Path]:  # fmt: skip
-    """:func:`fmc_ij.predict.predict_files` with one Dask task per file."""
+    """:func:`fmc_ij.predict.predict_files` with one Dask task per file (a multi-channel model: per CZYX file)."""
     out = Path(out)
     pairs = collect_inputs(inputs, pattern)
+    p = load_predictor(model, "cpu")
+    if isinstance(p, Predictor) and p.channels > 1 and any("C" not in open_lazy(f).axes for f, _ in pairs):
+        raise FmcInputError(
+            "a multi-channel model on a cluster takes multi-channel (CZYX) files; predict one-channel files "
+            "without --workers / --scheduler (they are grouped by specimen)"
+        )
     futures = [client.submit(_file_task, str(model), device, tta, str(src), str(out / rel), kwargs, pure=False)
                for src, rel in pairs]  # fmt: skip
     written: list[Path] = []
@@ -99,6 +105,8 @@ def predict_volume_dask(
     """
     p = load_one(model, "cpu")
     p.tta = tta
+    if p.channels > 1:
+        raise FmcInputError("predict multi-channel images file by file on a cluster (predict_files_dask)")
     image = open_lazy(src).data
     norm = Normalizer.fit(image, p.pmin, p.pmax)
     chunks = plan_tiles(p, tuple(image.shape), tile=tile, halo=halo, batch=batch)

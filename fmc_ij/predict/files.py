@@ -70,11 +70,21 @@ def predict_file(
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
-    check_image(img.data, src.name, what="prediction", axes=img.axes)
+    if isinstance(predictor, Predictor) and predictor.channels > 1 and "C" in img.axes:
+        img = _channel_first(img, src.name)
+    else:
+        check_image(img.data, src.name, what="prediction", axes=img.axes)
     if isinstance(predictor, ChannelPredictors):  # one model per channel: the image's own
         m = FMC_PATTERN.match(src.name)
         predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
     kw = {"tile": tile, "halo": halo, "batch": batch, "progress": progress}
+    if predictor.channels > 1 and (img.axes[0] != "C" or img.shape[0] != predictor.channels):
+        raise FmcInputError(
+            f"{src.name}: this model restores {predictor.channels} channels together "
+            f"({', '.join(predictor.channel_names) or 'in training order'}); give a {predictor.channels}-channel "
+            f"image (axes CZYX or CYX), got {img.axes} {tuple(img.shape)}, or a folder with one "
+            "image_N_<channel>_angle.tif per channel"
+        )
     if predictor.task == "isotropic":  # a new, finer Z grid: in memory, the voxel size updated
         if fallback is not None:
             raise FmcInputError("--fallback blends with the input's grid; an isotropic model changes the grid")
@@ -112,6 +122,16 @@ def predict_file(
         return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty)
 
 
+def _channel_first(img: Image, name: str) -> Image:
+    """``img`` with its channel axis first (ImageJ files store ZCYX), each channel checked."""
+    c = img.axes.index("C")
+    data = np.moveaxis(img.data, c, 0) if c else img.data
+    rest = img.axes.replace("C", "")
+    for k in range(data.shape[0]):
+        check_image(data[k], f"{name} channel {k}", what="prediction", axes=rest)
+    return Image(data, img.meta.replace(axes="C" + rest))
+
+
 def write_prediction(
     img: Image,
     dst: str | os.PathLike,
@@ -128,7 +148,6 @@ def write_prediction(
     mean, unc, norm = pred.image, pred.uncertainty, pred.normalizer
     if fallback is not None:
         mean = fallback_blend(norm(np.asarray(img.data)), np.asarray(mean), unc, mode=fallback)
-    scale = np.float32(1.0 if output == "normalized" else norm.hi - norm.lo)
 
     def convert(a: np.ndarray) -> np.ndarray:
         if output == "normalized":
@@ -142,7 +161,7 @@ def write_prediction(
     out_dtype = imagej_dtype(dtype or img.dtype) if output == "input" else np.float32
     written = [imwrite(dst, lazy(mean, convert, out_dtype), img.meta)]
     if uncertainty and unc is not None:
-        sd = lazy(unc, lambda a: (np.asarray(a) * scale).astype(np.float32), np.float32)
+        sd = lazy(unc, (lambda a: np.asarray(a, np.float32)) if output == "normalized" else norm.scale, np.float32)
         written.append(imwrite(dst.with_name(dst.name.split(".")[0] + "_uncertainty.tif"), sd, img.meta))
     return written
 
@@ -179,6 +198,66 @@ def predict_files(
         if (out / rel).resolve() == src.resolve():
             raise FmcInputError(f"--out {out} would overwrite the input {src.name}; inputs are never modified")
     written: list[Path] = []
+    if isinstance(predictor, Predictor) and predictor.channels > 1:
+        pairs, groups = _channel_groups(predictor, pairs)
+        for group in groups:
+            written += predict_channels(predictor, {ch: src for ch, (src, _) in group.items()},
+                                        {ch: out / rel for ch, (_, rel) in group.items()}, **kwargs)  # fmt: skip
     for src, rel in pairs:
         written += predict_file(predictor, src, out / rel, **kwargs)
+    return written
+
+
+def _channel_groups(
+    predictor: Predictor, pairs: list[tuple[Path, Path]]
+) -> tuple[list[tuple[Path, Path]], list[dict[str, tuple[Path, Path]]]]:
+    """Multi-channel images as they are, and single-channel Fuse My Cells files grouped by specimen."""
+    names = [c.lower() for c in predictor.channel_names]
+    whole, groups = [], {}
+    for src, rel in pairs:
+        if open_lazy(src).axes[0] == "C":
+            whole.append((src, rel))
+            continue
+        m = FMC_PATTERN.match(src.name)
+        if m is None or not names:
+            raise FmcInputError(f"{src.name}: one channel of a multi-channel model's input; name the channels "
+                                "image_N_<channel>_angle.tif or stack them into one CZYX image")  # fmt: skip
+        groups.setdefault((src.parent, m["index"], m["kind"].lower()), {})[m["channel"].lower()] = (src, rel)
+    for key, g in groups.items():
+        missing = [c for c in names if c not in g]
+        if missing:
+            raise FmcInputError(f"image_{key[1]} in {key[0]}: no {', '.join(missing)} image; the model needs "
+                                f"{', '.join(names)} together")  # fmt: skip
+    return whole, [{c: g[c] for c in names} for g in groups.values()]
+
+
+def predict_channels(
+    predictor: Predictor,
+    srcs: dict[str, Path],
+    dsts: dict[str, Path],
+    *,
+    output: Output = "input",
+    uncertainty: bool = True,
+    fallback: Literal["difference", "uncertainty"] | None = None,
+    tile: Sequence[int] | None = None,
+    halo: Sequence[int] | None = None,
+    batch: int = 1,
+    progress: bool = True,
+    stream: bool | None = None,
+) -> list[Path]:
+    """Predict the one-channel files of a specimen (``{channel: path}``, in the model's channel order) with a
+    multi-channel model, together; each channel's result goes to ``dsts[channel]`` with that file's metadata."""
+    imgs = {c: open_lazy(p) for c, p in srcs.items()}
+    shapes = {tuple(i.shape) for i in imgs.values()}
+    if len(shapes) > 1:
+        raise FmcInputError(f"{', '.join(p.name for p in srcs.values())}: channels differ in shape {sorted(shapes)}")
+    for c, i in imgs.items():
+        check_image(i.data, srcs[c].name, what="prediction", axes=i.axes)
+    stack = np.stack([np.asarray(i.data) for i in imgs.values()])
+    pred = predict_array(predictor, stack, tile=tile, halo=halo, batch=batch, progress=progress)
+    written: list[Path] = []
+    for k, (c, img) in enumerate(imgs.items()):
+        one = Prediction(np.asarray(pred.image)[k], None if pred.uncertainty is None else
+                         np.asarray(pred.uncertainty)[k], pred.normalizer.parts[k])  # type: ignore[union-attr]  # fmt: skip
+        written += write_prediction(img, dsts[c], one, output=output, uncertainty=uncertainty, fallback=fallback)
     return written

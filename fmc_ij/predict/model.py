@@ -49,6 +49,8 @@ class Predictor:
     #: ``restore`` (same grid in and out) or ``isotropic`` (a 2D model restoring axial planes of a volume
     #: upsampled along Z; see :mod:`fmc_ij.predict.isotropic`), from the training data's mode.
     task: Literal["restore", "isotropic"] = "restore"
+    #: A multi-channel model's channels, in the order it takes and returns them (``data.channels``).
+    channel_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Channels-last convolutions are faster on CPUs (oneDNN, ~1.3x measured for the 3D U-Net) and GPUs.
@@ -58,6 +60,11 @@ class Predictor:
     @property
     def ndim(self) -> int:
         return self.model.ndim
+
+    @property
+    def channels(self) -> int:
+        """Channels in and out: above 1, images are channel first (``CYX``, ``CZYX``; see ``data.multichannel``)."""
+        return self.model.in_channels
 
     @property
     def multiple(self) -> list[int]:
@@ -83,7 +90,7 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(mean, uncertainty) for a normalised (N, 1, *spatial) batch whose size fits :attr:`multiple`.
+        """(mean, uncertainty) for a normalised (N, C, *spatial) batch whose size fits :attr:`multiple`.
 
         The uncertainty is the Laplace scale (``sqrt(2) * b``, a standard deviation) for a probabilistic
         model, the standard deviation over ensemble members and test-time flips (:attr:`tta`), the two
@@ -93,15 +100,16 @@ class Predictor:
         nd = self.ndim
         flips = [(), (nd + 1,), (nd,), (nd, nd + 1)] if self.tta else [()]
         means, scales = [], []
+        oc = self.model.out_channels
         for net in self.nets:
             for dims in flips:
                 with autocast(self.device):
                     out = net(x.flip(dims) if dims else x).float()
                 if dims:
                     out = out.flip(dims)
-                means.append(out[:, :1])
+                means.append(out[:, :oc])
                 if self.model.probabilistic:
-                    scales.append(torch.exp(out[:, 1:2].clamp(-10, 10)) * 2**0.5)
+                    scales.append(torch.exp(out[:, oc : 2 * oc].clamp(-10, 10)) * 2**0.5)
         mean = torch.stack(means).mean(0)
         var = torch.stack(means).var(0, unbiased=False) if len(means) > 1 else None
         if scales:
@@ -145,7 +153,11 @@ def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     net = build_model(mcfg)
     net.load_state_dict(state)
     pmin, pmax = float(rng.get("min_percentile", 2.0)), float(rng.get("max_percentile", 99.8))
-    return Predictor([net.to(dev).eval()], mcfg, pmin, pmax, dev, str(path))
+    names = ()
+    if mcfg.in_channels > 1:
+        ch_axis = [a for a in rdf["inputs"][0]["axes"] if a.get("type") == "channel"]
+        names = tuple(ch_axis[0].get("channel_names", ())) if ch_axis else ()
+    return Predictor([net.to(dev).eval()], mcfg, pmin, pmax, dev, str(path), channel_names=names)
 
 
 @dataclass
@@ -218,7 +230,9 @@ def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor |
         cfg, data = mcfg, saved["config"].get("data", {})
     assert cfg is not None
     task = "isotropic" if data.get("mode") == "isotropic" else "restore"
-    return Predictor(nets, cfg, float(data.get("pmin", 2.0)), float(data.get("pmax", 99.8)), dev, str(path), task=task)
+    names = tuple(data.get("channels") or ()) if cfg.in_channels > 1 else ()
+    return Predictor(nets, cfg, float(data.get("pmin", 2.0)), float(data.get("pmax", 99.8)), dev, str(path),
+                     task=task, channel_names=names)  # fmt: skip
 
 
 def load_one(path: str | os.PathLike, device: str = "auto") -> Predictor:

@@ -170,9 +170,9 @@ def _squirrel(sq: Path, figdir: Path, spacing: Sequence[float] | None) -> list[t
     rows = json.loads((sq / "squirrel.json").read_text())
     figs = []
     for npz in sorted(sq.glob("*.npz"))[:2]:
-        with np.load(npz) as z:
-            maps = {"prediction": z["prediction"], "ground truth": z["ground_truth"]}
-        hi = float(np.percentile(np.r_[maps["prediction"].ravel(), maps["ground truth"].ravel()], 99.8)) or 1.0
+        with np.load(npz) as z:  # a constant prediction has no map
+            maps = {k.replace("_", " "): z[k] for k in ("prediction", "ground_truth") if k in z.files}
+        hi = float(np.percentile(np.concatenate([m.ravel() for m in maps.values()]), 99.8)) or 1.0
         figs.append(orthoviews(
             {f"error map: {k}": v for k, v in maps.items()}, figdir / f"squirrel_{npz.stem}.png",
             title=f"{npz.stem}: SQUIRREL error map against the input", spacing=spacing,
@@ -225,7 +225,7 @@ def _preview(run: Path, figdir: Path) -> list[tuple[str, Body]]:
         x, y = np.asarray(pair.low[sl]), np.asarray(pair.high[sl])
         res = predict_array(predictor, x, progress=False)
         pred = res.normalizer.invert(res.image)
-        unc = None if res.uncertainty is None else res.uncertainty * (res.normalizer.hi - res.normalizer.lo)
+        unc = None if res.uncertainty is None else res.normalizer.scale(res.uncertainty)
         s_in = ssim(x, y, normalize=(percentiles(x), percentiles(y)), data_range=1.0)
         s_pred = ssim(pred, y, normalize=(percentiles(pred), percentiles(y)), data_range=1.0)
         rows.append({"pair": pair.name, "crop": "x".join(map(str, crop)), "SSIM input": s_in, "SSIM model": s_pred,

@@ -38,7 +38,7 @@ def freeze_encoder(model: torch.nn.Module) -> int:
             frozen += prm.numel()
     if not frozen:
         raise FmcInputError(f"{type(model).__name__} has no encoder parameters to freeze")
-    for name, mod in model.named_modules():  # BatchNorm running statistics stay as trained (momentum 0)
+    for name, mod in model.named_modules():  # BatchNorm statistics (and their counter) stay as trained
         if f"{name}.".startswith(ENCODER_PREFIXES) and isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.momentum = 0.0
+            mod.track_running_stats = False
     return frozen

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fmc_ij.data.pairs import PatchBatches, TrainPair, load_pairs, split_by_specimen
+from fmc_ij.data.pairs import AnyPair, PatchBatches, load_pairs, split_by_specimen, stack_channels
 from fmc_ij.data.semisynthetic import isotropic_dataset
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
@@ -143,9 +143,7 @@ def _centre_crop(shape: tuple[int, ...], crop: list[int], multiple: list[int]) -
 
 
 @torch.no_grad()
-def validate(
-    model: torch.nn.Module, pairs: list[TrainPair], cfg: TrainConfig, device: torch.device
-) -> dict[str, float]:
+def validate(model: torch.nn.Module, pairs: list[AnyPair], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """Challenge metrics on the centre crop (``data.val_crop``) of every validation pair.
 
     N_SSIM and SSIM are computed exactly as :mod:`fmc_ij.evaluate` does (each image percentile-normalised);
@@ -156,24 +154,26 @@ def validate(
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for p in pairs:
         sl = _centre_crop(p.shape, cfg.data.val_crop, mult)
-        x, y = p.norm_low(p.low[sl]), p.norm_high(p.high[sl])
-        xt = torch.from_numpy(x).to(device)
-        xt = xt[:, None] if (cfg.model.ndim == 2 and x.ndim == 3) else xt[None, None]
+        xc, yc = p.arrays(sl)  # channel first
+        planes = cfg.model.ndim == 2 and xc.ndim == 4  # a 2D model on volumes: the planes are the batch
+        xt = torch.from_numpy(xc).to(device)
+        xt = xt.transpose(0, 1) if planes else xt[None]
         with autocast(device):
-            out = forward_padded(model, xt, mult, halo=[4 * m for m in mult])[:, :1].float()
+            out = forward_padded(model, xt, mult, halo=[4 * m for m in mult])[:, : len(xc)].float()
         if cfg.model.output_floor is not None:
             out = out.clamp_min(cfg.model.output_floor)
-        pred = out[:, 0].cpu().numpy() if cfg.model.ndim == 2 and x.ndim == 3 else out[0, 0].cpu().numpy()
-        mae = float(np.abs(pred - y).mean())
-        # A crop thinner than the SSIM window (a few planes for a 2D model) is scored plane by plane; a surface
-        # projection is one plane, against the maximum projection as the baseline.
-        if cfg.model.arch == "projection":
-            trios = [(pred[0], y[0], x.max(0))]
-        else:
-            trios = [(pred, y, x)] if pred.ndim == 2 or pred.shape[0] > 10 else list(zip(pred, y, x))
-        s = float(np.mean([ssim(a, b, data_range=1.0) for a, b, _ in trios]))
-        ns = float(np.nanmean([n_ssim(a, b, c) for a, b, c in trios]))
-        rows.setdefault(p.channel or "all", []).append((mae, s, ns))
+        preds = (out.transpose(0, 1) if planes else out[0]).cpu().numpy()
+        for k, (pred, x, y) in enumerate(zip(preds, xc, yc)):
+            mae = float(np.abs(pred - y).mean())
+            # A crop thinner than the SSIM window (a few planes for a 2D model) is scored plane by plane; a
+            # surface projection is one plane, against the maximum projection as the baseline.
+            if cfg.model.arch == "projection":
+                trios = [(pred[0], y[0], x.max(0))]
+            else:
+                trios = [(pred, y, x)] if pred.ndim == 2 or pred.shape[0] > 10 else list(zip(pred, y, x))
+            s = float(np.mean([ssim(a, b, data_range=1.0) for a, b, _ in trios]))
+            ns = float(np.nanmean([n_ssim(a, b, c) for a, b, c in trios]))
+            rows.setdefault(p.channels[k], []).append((mae, s, ns))
     model.train()
     res: dict[str, float] = {}
     every = [r for v in rows.values() for r in v]
@@ -224,15 +224,16 @@ def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.contiguous(memory_format=channels_last(t.dim() - 2))
 
 
-def _load_pairs(cfg: TrainConfig) -> list[TrainPair]:
+def _load_pairs(cfg: TrainConfig) -> list[AnyPair]:
     d = cfg.data
     if not d.root:
         raise FmcInputError("no training data: set data.root (fmc-ij train --data DIR)")
     if d.mode == "isotropic":
         return isotropic_dataset(d.root, d.low or "*.tif*", psf_axial_fwhm=d.psf_axial_fwhm,
                                  psf_lateral_fwhm=d.psf_lateral_fwhm, pmin=d.pmin, pmax=d.pmax)  # fmt: skip
-    return load_pairs(d.root, channels=d.channels, low=d.low, high=d.high, pmin=d.pmin, pmax=d.pmax,
-                      projection=d.mode == "projection")  # fmt: skip
+    pairs = load_pairs(d.root, channels=d.channels, low=d.low, high=d.high, pmin=d.pmin, pmax=d.pmax,
+                       projection=d.mode == "projection")  # fmt: skip
+    return list(stack_channels(pairs, d.channels)) if d.multichannel else list(pairs)
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def train(
     out: str | os.PathLike,
     *,
     resume: bool = False,
-    pairs: list[TrainPair] | None = None,
+    pairs: list[AnyPair] | None = None,
     overwrite: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> list[TrainResult]:
@@ -273,6 +274,14 @@ def train(
     if cfg.init and not resume:  # the architecture comes with the weights (a resumed run has both saved)
         init_model, init_state = load_init(cfg.init)
         cfg = cfg.model_copy(update={"model": init_model})
+    n_ch = len(train_pairs[0].channels)
+    if (cfg.model.in_channels, cfg.model.out_channels) != (n_ch, n_ch):
+        if cfg.init:
+            raise FmcInputError(f"the init model takes {cfg.model.in_channels} channel(s) and returns "
+                                f"{cfg.model.out_channels}; the data have {n_ch}")  # fmt: skip
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"in_channels": n_ch, "out_channels": n_ch})})
+    if cfg.data.multichannel:  # the order the model takes the channels in travels with it
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"channels": train_pairs[0].channels})})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     dist_info = _init_distributed(device)
@@ -289,8 +298,8 @@ def train(
 def _train_one(
     cfg: TrainConfig,
     out: Path,
-    train_pairs: list[TrainPair],
-    val_pairs: list[TrainPair],
+    train_pairs: list[AnyPair],
+    val_pairs: list[AnyPair],
     device: torch.device,
     dd: _Dist,
     resume: bool,
@@ -351,6 +360,12 @@ def _train_one(
     ddp_model, ddp_disc = model, disc
     if dd.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
+
+        from fmc_ij.nn.syncbn import sync_batchnorm
+
+        sync_batchnorm(model)  # BatchNorm over the global batch: the run one process would do
+        if disc is not None:
+            sync_batchnorm(disc)
 
         ids = [device.index] if device.type == "cuda" else None
         ddp_model = DDP(model, device_ids=ids)
