@@ -124,7 +124,7 @@ def isotropic(minutes: float) -> dict:
 def beads(minutes: float | None = None) -> dict:
     """Train on simulated 40 nm beads only (confocal-like 290 nm PSF -> STED-like 110 nm), apply to held-out bead
     fields, and measure every isolated bead's FWHM in the input, the output and the narrow-PSF image. Trains the
-    ``subdiffraction`` preset's 400 steps (reproducible; ``minutes`` is not used)."""
+    ``subdiffraction`` preset's steps (reproducible; ``minutes`` is not used)."""
     import matplotlib.pyplot as plt
 
     from fmc_ij.io import imread
@@ -132,11 +132,13 @@ def beads(minutes: float | None = None) -> dict:
     from fmc_ij.predict import load_predictor, predict_array
     from fmc_ij.synthetic import BeadsConfig
     from fmc_ij.synthetic.dataset import simulate_beads_dataset
+    from fmc_ij.train import PRESETS
 
     work, bc = WORK / "beads", BeadsConfig(n_beads=60)
     simulate_beads_dataset(work / "train", n=8, cfg=bc, seed=0, overwrite=True)
     simulate_beads_dataset(work / "heldout", n=3, cfg=bc, seed=1, overwrite=True)
-    fig_train = train_for("subdiffraction", work / "run", steps=400, data={"root": str(work / "train")})
+    steps = PRESETS["subdiffraction"]["steps"]
+    fig_train = train_for("subdiffraction", work / "run", steps=steps, data={"root": str(work / "train")})
     p = load_predictor(work / "run")
     px = [bc.pixel_nm] * 2
     fw: dict[str, list[float]] = {"input": [], "output": [], "narrow": []}

@@ -177,3 +177,76 @@ def test_channel_name_and_isotropic_task_travel_into_the_bundle(tmp_path):
     rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["nucleus"]
     assert "Isotropic restoration" in zipfile.ZipFile(z).read("README.md").decode()
+
+
+class _Smooth(torch.nn.Module):
+    """Another tool's restoration network: a fixed 3x3 mean filter (same-size output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        self.conv.weight.data.fill_(1 / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _foreign_bundle(tmp_path: Path) -> Path:
+    """A bioimage.io model built without fmc-ij (TorchScript weights, scale_range 1 / 99 per sample, no fmc-ij tag)."""
+    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec.model import v0_5 as s
+
+    d = tmp_path / "foreign"
+    d.mkdir()
+    net = _Smooth().eval()
+    x = np.random.default_rng(1).random((1, 1, 64, 64)).astype(np.float32)
+    lo, hi = np.percentile(x, (1, 99))
+    y = net(torch.from_numpy(((x - lo) / (hi - lo + 1e-6)).astype(np.float32))).detach().numpy()
+    np.save(d / "in.npy", x)
+    np.save(d / "out.npy", y)
+    torch.jit.script(net).save(str(d / "w.pt"))
+    (d / "README.md").write_text("# smooth\n")
+    ax = [s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("raw")])]
+    descr = s.ModelDescr(
+        name="another tools smoother", description="a 3x3 mean filter", authors=[s.Author(name="someone")],
+        cite=[s.CiteEntry(text="none", doi=s.Doi("10.1038/s41592-018-0216-7"))], license=s.LicenseId("MIT"),
+        documentation=s.FileDescr(source=d / "README.md"), tags=["denoising"],
+        inputs=[s.InputTensorDescr(
+            id=s.TensorId("input0"), test_tensor=s.FileDescr(source=d / "in.npy"),
+            axes=ax + [s.SpaceInputAxis(id=s.AxisId(a), size=s.ParameterizedSize(min=16, step=16)) for a in "yx"],
+            preprocessing=[s.ScaleRangeDescr(kwargs=s.ScaleRangeKwargs(axes=[s.AxisId("y"), s.AxisId("x")],
+                                                                       min_percentile=1, max_percentile=99))])],
+        outputs=[s.OutputTensorDescr(
+            id=s.TensorId("output0"), test_tensor=s.FileDescr(source=d / "out.npy"),
+            axes=[s.BatchAxis(), s.ChannelAxis(channel_names=[s.Identifier("smooth")])] + [
+                s.SpaceOutputAxis(id=s.AxisId(a), size=s.SizeReference(tensor_id=s.TensorId("input0"),
+                                                                       axis_id=s.AxisId(a))) for a in "yx"])],
+        weights=s.WeightsDescr(torchscript=s.TorchscriptWeightsDescr(
+            source=d / "w.pt", pytorch_version=s.Version(torch.__version__.split("+")[0]))),
+    )  # fmt: skip
+    return save_bioimageio_package(descr, output_path=tmp_path / "foreign.zip")
+
+
+def test_predict_runs_another_tools_bundle_through_bioimageio_core(tmp_path):
+    """`fmc-ij predict --model THEIR.zip` runs a bioimage.io model not made by fmc-ij with its own preprocessing
+    (here per-sample 1 / 99 percentiles) through bioimageio.core, plane by plane on a volume, float32 out."""
+    from scipy import ndimage
+
+    from fmc_ij.cli import main
+    from fmc_ij.io import ImageMeta, imread, imwrite
+    from fmc_ij.predict import load_predictor
+    from fmc_ij.predict.foreign import BundlePredictor
+
+    z = _foreign_bundle(tmp_path)
+    assert isinstance(load_predictor(z), BundlePredictor)
+    vol = (np.random.default_rng(2).random((3, 80, 96)) * 1000).astype(np.uint16)
+    imwrite(tmp_path / "in" / "vol.tif", vol, ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}))
+    main(["predict", "--model", str(z), str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    got = imread(tmp_path / "out" / "vol.tif")
+    assert got.data.dtype == np.float32 and got.shape == vol.shape and got.meta.spacing["Y"] == 0.2
+    for k, plane in enumerate(vol.astype(np.float32)):
+        lo, hi = np.percentile(plane, (1, 99))
+        ref = ndimage.uniform_filter((plane - lo) / (hi - lo + 1e-6), 3, mode="constant")
+        np.testing.assert_allclose(got.data[k, 1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-4)
+    with pytest.raises(FmcInputError, match="needs an fmc-ij model"):
+        export(z, tmp_path / "again.zip")

@@ -14,6 +14,7 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.io import Image, check_image, imagej_dtype, imwrite, open_lazy, to_dtype
 from fmc_ij.io.dataset import FMC_PATTERN
 from fmc_ij.predict.core import Prediction, fallback_blend, predict_array
+from fmc_ij.predict.foreign import BundlePredictor
 from fmc_ij.predict.isotropic import predict_isotropic
 from fmc_ij.predict.model import ChannelPredictors, Predictor
 
@@ -48,7 +49,7 @@ class _Converted:
 
 
 def predict_file(
-    predictor: Predictor | ChannelPredictors,
+    predictor: Predictor | ChannelPredictors | BundlePredictor,
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
@@ -70,6 +71,9 @@ def predict_file(
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
+    if isinstance(predictor, BundlePredictor):  # another tool's model: its own scaling, float32 out
+        check_image(img.data, src.name, what="prediction", axes=img.axes)
+        return [imwrite(dst, predictor.predict(np.asarray(img.data), img.axes), img.meta)]
     if isinstance(predictor, Predictor) and predictor.channels > 1 and "C" in img.axes:
         img = _channel_first(img, src.name)
     else:
@@ -185,7 +189,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], pattern: str = "*") -> l
 
 
 def predict_files(
-    predictor: Predictor | ChannelPredictors,
+    predictor: Predictor | ChannelPredictors | BundlePredictor,
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     pattern: str = "*",

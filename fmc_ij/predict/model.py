@@ -19,6 +19,7 @@ from fmc_ij.nn.infer import (
     size_multiple,
     to_channels_last,
 )
+from fmc_ij.predict.foreign import BundlePredictor, load_bundle_predictor
 from fmc_ij.train.checkpoint import MODEL, safe_load
 
 
@@ -131,6 +132,28 @@ def _model_files(path: Path) -> list[Path]:
     raise FmcInputError(f"{path}: no {MODEL} (nor member_*/{MODEL}); pass an fmc-ij training run folder")
 
 
+_KINDS = {"UNet": "care", "WangGenerator": "wang", "ProjectionUNet": "projection"}
+
+
+def _fmc_architecture(path: Path) -> bool:
+    """Whether a bundle was exported by fmc-ij (its tag and one of its networks), read from rdf.yaml alone."""
+    import zipfile
+
+    import yaml
+
+    from fmc_ij.bioimageio import safe_extract
+
+    if not zipfile.is_zipfile(path):
+        safe_extract(path, path.parent)  # the one-line error for a damaged file
+    with zipfile.ZipFile(path) as z:
+        name = next((n for n in z.namelist() if n.rsplit("/", 1)[-1] in ("rdf.yaml", "bioimageio.yaml")), None)
+        if name is None:
+            raise FmcInputError(f"{path}: no rdf.yaml inside; not a bioimage.io bundle")
+        rdf = yaml.safe_load(z.read(name)) or {}
+    arch = ((rdf.get("weights") or {}).get("pytorch_state_dict") or {}).get("architecture") or {}
+    return "fmc-ij" in (rdf.get("tags") or []) and arch.get("callable") in _KINDS
+
+
 def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     """A bioimage.io bundle exported by fmc-ij (its architecture file is one of fmc-ij's networks)."""
     import tempfile
@@ -140,9 +163,7 @@ def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     with tempfile.TemporaryDirectory(prefix="fmc-bundle-") as tmp:
         rdf, state = load_bundle(path, tmp)
     arch = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-    kinds = {"UNet": "care", "WangGenerator": "wang", "ProjectionUNet": "projection"}
-    if arch.get("callable") not in kinds:
-        raise FmcInputError(f"{path}: not an fmc-ij network ({arch.get('callable')}); run it with bioimageio.core")
+    kinds = _KINDS
     kwargs = dict(arch.get("kwargs", {}))
     kwargs.pop("keep_z", None)  # the bundle's projection network returns 2D; fmc-ij's tiler wants it repeated
     if "mean_floor" in kwargs:  # a probabilistic bundle's in-network floor is our output floor
@@ -202,16 +223,19 @@ def _per_channel(path: Path, device: str) -> ChannelPredictors | None:
     return ChannelPredictors(out)
 
 
-def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor | ChannelPredictors:
+def load_predictor(path: str | os.PathLike, device: str = "auto") -> Predictor | ChannelPredictors | BundlePredictor:
     """Load a run folder (``model.pt``), an ensemble run (``member_*/model.pt``), a per-channel run
-    (``<channel>/model.pt``), one ``model.pt`` file, a training checkpoint (``checkpoints/last.pt``) or a
-    bioimage.io bundle exported by fmc-ij (``.zip``)."""
+    (``<channel>/model.pt``), one ``model.pt`` file, a training checkpoint (``checkpoints/last.pt``), a
+    bioimage.io bundle exported by fmc-ij (``.zip``, as an fmc-ij network) or another tool's bioimage.io bundle
+    (run by bioimageio.core: :mod:`fmc_ij.predict.foreign`)."""
     path = Path(path)
     if not path.exists():
         raise FmcInputError(f"{path}: no such model; pass a training run folder (fmc-ij train --out)")
     dev = resolve_device(device)
     if path.suffix.lower() == ".zip":
-        return _from_bundle(path, dev)
+        if _fmc_architecture(path):
+            return _from_bundle(path, dev)
+        return load_bundle_predictor(path, device)  # another tool's model: bioimageio.core runs it
     channels = _per_channel(path, device)
     if channels is not None:
         return channels
@@ -242,4 +266,6 @@ def load_one(path: str | os.PathLike, device: str = "auto") -> Predictor:
         first = next(iter(p.by_channel))
         raise FmcInputError(f"{path} holds one model per channel ({', '.join(p.by_channel)}); pass one, e.g. "
                             f"{Path(path) / first}")  # fmt: skip
+    if not isinstance(p, Predictor):
+        raise FmcInputError(f"{path}: a model from another tool; this step needs an fmc-ij model (run or bundle)")
     return p
