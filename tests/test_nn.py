@@ -200,3 +200,23 @@ def test_batchnorm_unet_loads_weights_saved_with_conv_biases():
     fresh.load_state_dict(old.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), old(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_folds_into_the_convolutions_for_inference():
+    """Prediction runs a copy with BatchNorm folded into the preceding convolutions: same output, no BatchNorm
+    layers left; the original (what export writes) is untouched."""
+    from fmc_ij.nn.infer import fuse_batchnorm
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 1, depth=2, base=4, norm=True, residual=False).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    fused = fuse_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)

@@ -85,3 +85,22 @@ def to_channels_last(model: torch.nn.Module, ndim: int) -> torch.nn.Module:
     if getattr(model, "mixed_dims", False):
         return model
     return model.to(memory_format=channels_last(ndim))
+
+
+def fuse_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of an eval-mode ``model`` with every BatchNorm that follows a convolution folded into it (exact up to
+    float rounding; BatchNorm then costs nothing at inference). The original keeps its layers (for export)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    bn_types, conv_types = torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.conv._ConvNd
+    fused = copy.deepcopy(model).eval()
+    for seq in [m for m in fused.modules() if isinstance(m, torch.nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, conv_types) and isinstance(bn, bn_types):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), torch.nn.Identity()
+    return fused
