@@ -190,3 +190,23 @@ def test_fiji_engine_contract(fake_fiji, tmp_path, monkeypatch):
     moved = tifffile.imread(out)
     np.testing.assert_array_equal(moved, tifffile.imread(tmp_path / "mov.tif"))  # the stand-in moves nothing
     assert tifffile.imread(tmp_path / "out" / "translation_mask.tif").shape == (64, 128)  # NanoJ's [dx | dy]
+
+
+def test_dataset_mode_crops_a_specimens_channels_to_one_box(tmp_path):
+    """Both channels of a specimen are registered on their own but cropped to one common box, so they stay on
+    one grid (what a multi-channel model stacks); the box lies inside both pairs' valid regions."""
+    import csv
+
+    from fmc_ij.io import imread
+    from fmc_ij.register import register_dataset
+    from fmc_ij.synthetic.dataset import simulate_lightsheet_dataset
+    from fmc_ij.synthetic.lightsheet import LightSheetConfig
+
+    data = simulate_lightsheet_dataset(tmp_path / "d", n=1, cfg=LightSheetConfig(shape=(16, 128, 128)), seed=4,
+                                       misregister=True)  # fmt: skip
+    rows = register_dataset(data, tmp_path / "r")
+    assert sorted(r.name for r in rows) == ["image_0_membrane", "image_0_nucleus"]
+    shapes = {imread(f).shape for f in (tmp_path / "r").glob("image_0_*.tif")}
+    assert len(shapes) == 1 and min(next(iter(shapes))[1:]) > 100
+    crops = {r["crop"] for r in csv.DictReader((tmp_path / "r" / "registration.csv").open())}
+    assert len(crops) == 1

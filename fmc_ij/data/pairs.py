@@ -73,7 +73,8 @@ class StackedPair:
         if len(shapes) > 1:
             raise FmcInputError(
                 f"{self.specimen}: its channels {', '.join(self.channels)} differ in shape {sorted(shapes)}; a "
-                "multi-channel model needs them on one grid (register them onto one target grid)"
+                "multi-channel model needs them on one grid (fmc-ij register --dataset crops a specimen's channels "
+                "to one box)"
             )
         first = self.parts[0]
         self.axes, self.spacing, self.stride = first.axes, first.spacing, first.stride

@@ -231,6 +231,18 @@ class DatasetRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _write_pair(out: Path, root: str | os.PathLike, pair: Any, lo: Any, hi: Any, res: Any, box: tuple[slice, ...],
+                rows: list[DatasetRow]) -> None:  # fmt: skip
+    """Write one registered pair (cropped to ``box``), its field and QC figure; append its CSV row."""
+    write_registered(out / pair.low.relative_to(root), res, lo, hi, box)
+    imwrite(out / pair.high.relative_to(root), to_dtype(hi.data[box], imagej_dtype(hi.data.dtype)), hi.meta)
+    with atomic_path(out / "fields" / f"{pair.name}.npy") as tmp:
+        np.save(tmp, res.field[(slice(None), *box)])
+    qc_figure(hi.data, res, out / "qc" / f"{pair.name}.png")
+    rows.append(DatasetRow(pair.name, [round(float(v), 4) for v in res.shift], res.ncc_before, res.ncc_rigid,
+                           res.ncc_after, [[s.start, s.stop] for s in box]))  # fmt: skip
+
+
 def register_dataset(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -253,17 +265,24 @@ def register_dataset(
         raise FmcInputError(f"{out} exists and is not empty; pass --overwrite or choose another folder")
     pairs = discover(root, low=low, high=high)
     rows: list[DatasetRow] = []
-    for pair in track(pairs, "register", total=len(pairs)):
-        lo, hi = imread(pair.low), imread(pair.high)
-        res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
-        box = res.crop_box()
-        write_registered(out / pair.low.relative_to(root), res, lo, hi, box)
-        imwrite(out / pair.high.relative_to(root), to_dtype(hi.data[box], imagej_dtype(hi.data.dtype)), hi.meta)
-        with atomic_path(out / "fields" / f"{pair.name}.npy") as tmp:
-            np.save(tmp, res.field[(slice(None), *box)])
-        qc_figure(hi.data, res, out / "qc" / f"{pair.name}.png")
-        rows.append(DatasetRow(pair.name, [round(float(v), 4) for v in res.shift], res.ncc_before, res.ncc_rigid,
-                               res.ncc_after, [[s.start, s.stop] for s in box]))  # fmt: skip
+    # The channels of one specimen (image_N_nucleus / image_N_membrane) share the target grid: they are cropped
+    # to one common box, so they stay on one grid (a multi-channel model stacks them).
+    groups: dict[str, list[Any]] = {}
+    for pair in pairs:
+        groups.setdefault(f"image_{pair.index}" if pair.index is not None else pair.name, []).append(pair)
+    for group in track(list(groups.values()), "register", total=len(groups)):
+        regs = []
+        for pair in group:
+            lo, hi = imread(pair.low), imread(pair.high)
+            res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
+            regs.append((pair, lo, hi, res, res.crop_box()))
+        if len(regs) > 1 and len({tuple(r[2].shape) for r in regs}) == 1:
+            common = tuple(slice(max(r[4][a].start for r in regs), min(r[4][a].stop for r in regs))
+                           for a in range(len(regs[0][4])))  # fmt: skip
+            if all(sl.stop > sl.start for sl in common):
+                regs = [(*r[:4], common) for r in regs]
+        for pair, lo, hi, res, box in regs:
+            _write_pair(out, root, pair, lo, hi, res, box, rows)
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["name", "shift", "ncc_before", "ncc_rigid", "ncc_after", "crop"])
