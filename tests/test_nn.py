@@ -175,17 +175,24 @@ def test_global_batchnorm_over_two_gloo_processes_equals_one_batchnorm():
     torch.testing.assert_close(out[0][3], ref[1].running_var, rtol=1e-5, atol=1e-6)
 
 
+def _bn_unet(depth: int) -> UNet:
+    """A BatchNorm U-Net in eval mode whose BatchNorm statistics and scales are not the identity."""
+    torch.manual_seed(0)
+    net = UNet(3, 1, 1, depth=depth, base=4, norm=True, residual=False).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return net
+
+
 def test_batchnorm_unet_loads_weights_saved_with_conv_biases():
     """Convolutions before BatchNorm have no bias (BatchNorm cancels it); weights saved by earlier versions, which
     had one, load with the bias folded into the running mean: the same eval-mode output."""
     import copy
 
-    torch.manual_seed(0)
-    net = UNet(3, 1, 1, depth=1, base=4, norm=True, residual=False).eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    net = _bn_unet(depth=1)
     old = copy.deepcopy(net)  # the earlier layout: a bias on every convolution before a BatchNorm
     for blk in [m for m in old.modules() if hasattr(m, "body")]:
         for i, layer in enumerate(blk.body):
@@ -207,13 +214,7 @@ def test_batchnorm_folds_into_the_convolutions_for_inference():
     layers left; the original (what export writes) is untouched."""
     from fmc_ij.nn.infer import fuse_batchnorm
 
-    torch.manual_seed(0)
-    net = UNet(3, 1, 1, depth=2, base=4, norm=True, residual=False).eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    net = _bn_unet(depth=2)
     fused = fuse_batchnorm(net)
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())

@@ -243,14 +243,13 @@ def predict_channels(
     output: Output = "input",
     uncertainty: bool = True,
     fallback: Literal["difference", "uncertainty"] | None = None,
-    tile: Sequence[int] | None = None,
-    halo: Sequence[int] | None = None,
-    batch: int = 1,
-    progress: bool = True,
     stream: bool | None = None,
+    **tiling: Any,
 ) -> list[Path]:
     """Predict the one-channel files of a specimen (``{channel: path}``, in the model's channel order) with a
-    multi-channel model, together; each channel's result goes to ``dsts[channel]`` with that file's metadata."""
+    multi-channel model, together; each channel's result goes to ``dsts[channel]`` with that file's metadata.
+    ``tiling``: ``tile``, ``halo``, ``batch``, ``progress`` as in :func:`predict_file`; the stack is held in
+    memory (``stream`` is not used)."""
     imgs = {c: open_lazy(p) for c, p in srcs.items()}
     shapes = {tuple(i.shape) for i in imgs.values()}
     if len(shapes) > 1:
@@ -258,7 +257,7 @@ def predict_channels(
     for c, i in imgs.items():
         check_image(i.data, srcs[c].name, what="prediction", axes=i.axes)
     stack = np.stack([np.asarray(i.data) for i in imgs.values()])
-    pred = predict_array(predictor, stack, tile=tile, halo=halo, batch=batch, progress=progress)
+    pred = predict_array(predictor, stack, **tiling)
     written: list[Path] = []
     for k, (c, img) in enumerate(imgs.items()):
         one = Prediction(np.asarray(pred.image)[k], None if pred.uncertainty is None else
