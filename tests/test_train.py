@@ -399,6 +399,8 @@ def test_multichannel_model_trains_predicts_and_exports_with_channel_names(light
     for c, ch in enumerate(("nucleus", "membrane")):
         np.testing.assert_array_equal(imread(tmp_path / "o" / f"image_0_{ch}_angle.tif").data, both.data[:, c])
     assert not np.array_equal(both.data[:, 0], both.data[:, 1])
+    predict_file(p, tmp_path / "czyx" / "stack.tif", tmp_path / "o6" / "stack.tif", progress=False, stream=True)
+    np.testing.assert_array_equal(imread(tmp_path / "o6" / "stack.tif").data, both.data)  # streamed = in memory
     (src / "image_0_membrane_angle.tif").unlink()
     with pytest.raises(FmcInputError, match="no membrane image"):
         predict_files(p, [src], tmp_path / "o3", progress=False)

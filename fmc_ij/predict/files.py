@@ -47,6 +47,11 @@ class _Converted:
     def __getitem__(self, idx: Any) -> np.ndarray:
         return self.fn(np.asarray(self.src[idx]))
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        # Whole-array reads happen only to reorder axes (a channel-first result into ImageJ's ZCYX).
+        a = self[...]
+        return a.astype(dtype) if dtype is not None else a
+
 
 def predict_file(
     predictor: Predictor | ChannelPredictors | BundlePredictor,
@@ -121,7 +126,9 @@ def predict_file(
         unc = None
         if uncertainty and predictor.has_uncertainty:
             unc = zarr.open_array(f"{tmp}/unc.zarr", mode="w", shape=img.shape, chunks=chunks, dtype="float32")
-        reader = _Fresh(src, img.data) if isinstance(img.data, np.memmap) else img.data
+        # Fresh memory maps index the file's own axis order; a channel-first view reads through its own map.
+        fresh = isinstance(img.data, np.memmap) and predictor.channels == 1
+        reader = _Fresh(src, img.data) if fresh else img.data
         pred = predict_array(predictor, reader, out=mean, uncertainty_out=unc, **kw)
         return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty)
 
