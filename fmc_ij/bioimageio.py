@@ -201,6 +201,9 @@ def export(
         y = net(torch.from_numpy(xn)[None]).numpy().astype(np.float32)
     if floor is not None:
         y[:, :n_ch] = np.maximum(y[:, :n_ch], floor)
+    if float(np.abs(y[:, :n_ch]).max()) < 1e-4:  # bioimage.io refuses a test output without usable values
+        raise FmcInputError(f"{run}: the model outputs zero everywhere on the sample image (not trained enough?); "
+                            "train it longer, or pass another sample, before exporting")  # fmt: skip
     name = name or f"fmc-ij {mcfg.arch} {nd}D {run.name}"
     with tempfile.TemporaryDirectory(prefix="fmc-bmz-") as tmp:
         d = Path(tmp)

@@ -214,8 +214,10 @@ def test_ddp_two_gloo_processes_match_one(lightsheet, tmp_path):
     assert one[-3:].mean() < one[:3].mean()
     a, b = (torch.load(tmp_path / r / "model.pt", weights_only=False)["state_dict"] for r in ("one", "two"))
     assert any("running_var" in k for k in a)
-    for k in (k for k in a if "running_var" in k):  # BatchNorm saw the global batch's statistics
-        np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=2e-2, err_msg=k)
+    # BatchNorm saw the global batch's statistics (exactly so in tests/test_nn.py -k global_batchnorm; here the
+    # weights themselves differ by float noise that Adam amplifies, and deep layers' variances follow them).
+    for k in (k for k in a if "running_var" in k):
+        np.testing.assert_allclose(b[k].numpy(), a[k].numpy(), rtol=5e-2, err_msg=k)
 
 
 def test_cli_train_errors_are_one_line(lightsheet, tmp_path, capsys):
@@ -422,3 +424,23 @@ def test_multichannel_model_trains_predicts_and_exports_with_channel_names(light
     pb = load_predictor(z)
     assert pb.channel_names == ("nucleus", "membrane")
     assert np.abs(predict_array(pb, stack.astype(np.float32), progress=False).image - whole.image).max() < 1e-5
+
+
+def test_precise_batchnorm_sets_statistics_from_the_current_weights(lightsheet, tmp_path):
+    """Before each validation BatchNorm statistics are re-estimated with the current weights (PreciseBN): the
+    saved running mean of the first BatchNorm is the average batch mean of its input over those batches, not a
+    momentum average still dominated by the initial statistics."""
+    from fmc_ij.data import PatchBatches
+    from fmc_ij.train.loop import _PRECISE_BN_BASE, PRECISE_BN_BATCHES
+
+    cfg = tiny(lightsheet, steps=3, val_every=3, data={"val_fraction": 0})
+    train(cfg, tmp_path / "r")
+    saved = torch.load(tmp_path / "r" / "model.pt", weights_only=False)
+    state, conv = saved["state_dict"], torch.nn.Conv3d(1, 4, 3, padding=1, bias=False)
+    conv.weight.data.copy_(state["down.0.body.0.weight"])
+    pairs = load_pairs(lightsheet)
+    b = PatchBatches(pairs, cfg.data.patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction, min_fg=cfg.data.min_fg)
+    with torch.no_grad():
+        means = [conv(torch.from_numpy(b.batch(_PRECISE_BN_BASE + 3 * PRECISE_BN_BATCHES + k, range(2))[0]))
+                 .mean((0, 2, 3, 4)) for k in range(PRECISE_BN_BATCHES)]  # fmt: skip
+    torch.testing.assert_close(state["down.0.body.1.running_mean"], torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)

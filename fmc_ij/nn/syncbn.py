@@ -36,11 +36,12 @@ class GlobalBatchNorm(_BN):
         var = (stats[c : 2 * c] / count - mean * mean).clamp_min(0)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+                # momentum None: the cumulative average, as nn.BatchNorm does
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 unbiased = var * count / (count - 1).clamp_min(1)
                 self.running_mean.mul_(1 - m).add_(m * mean)
                 self.running_var.mul_(1 - m).add_(m * unbiased)
-                self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:

@@ -184,6 +184,40 @@ def validate(model: torch.nn.Module, pairs: list[AnyPair], cfg: TrainConfig, dev
     return res
 
 
+#: Training batches that re-estimate BatchNorm statistics before each validation (PreciseBN), and where their
+#: batch numbers start (far beyond any run's steps, so they are not the batches the run trains on).
+PRECISE_BN_BATCHES = 8
+_PRECISE_BN_BASE = 2**40
+
+
+@torch.no_grad()
+def precise_batchnorm(model: torch.nn.Module, batches: PatchBatches, items: range, step: int,
+                      device: torch.device) -> None:  # fmt: skip
+    """Recompute the running statistics of every (tracking) BatchNorm as the plain average over
+    :data:`PRECISE_BN_BATCHES` training batches with the current weights (Wu & Johnson's PreciseBN).
+
+    The momentum average still remembers the weights of earlier steps, so early in training eval mode would
+    normalise with stale statistics (a model of a few steps then outputs one value everywhere). Under DDP every
+    process passes its share of each batch and the statistics span all of them (:mod:`fmc_ij.nn.syncbn`).
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: the plain average of the batches below
+    was = model.training
+    model.train()
+    for k in range(PRECISE_BN_BATCHES):
+        x, _ = batches.batch(_PRECISE_BN_BASE + step * PRECISE_BN_BATCHES + k, items)
+        with autocast(device):
+            model(_to(x, device))
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.train(was)
+
+
 def _score(metrics: dict[str, float]) -> float:
     v = metrics.get("val_n_ssim", float("nan"))
     return v if math.isfinite(v) else -metrics.get("val_mae", float("inf"))
@@ -431,6 +465,7 @@ def _train_one(
                                        "lr": opt.param_groups[0]["lr"], "loss": run_loss / n_run,
                                        "d_loss": run_d / n_d if n_d else None}  # fmt: skip
                 run_loss, run_d, n_run, n_d = 0.0, 0.0, 0, 0
+                precise_batchnorm(model, batches, items, step, device)  # every process (statistics span all)
                 if dd.main:
                     metrics = validate(model, val_pairs, cfg, device) if val_pairs else {}
                     row.update(metrics)
