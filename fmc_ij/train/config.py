@@ -215,7 +215,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_every": 100,
     },
     # Sub-diffraction restoration from synthetic beads / filaments (CARE Fig. 4, Wang Fig. 3): BatchNorm and a direct
-    # output learn the narrower PSF: bead FWHM 293 -> 113 nm against 111 nm truth in 360 steps (9.3 CPU min), where
+    # output learn the narrower PSF: bead FWHM 293 -> 116 nm against 111 nm truth in 360 steps (9.3 CPU min), where
     # the residual care2d reached 153 nm in 256 steps (benchmarks/care_tasks.py beads).
     "subdiffraction": {
         "model": {"arch": "care", "ndim": 2, "depth": 2, "base": 32, "kernel": 5, "norm": True, "residual": False},
