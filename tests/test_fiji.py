@@ -22,7 +22,7 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.io import ImageMeta, imread, imwrite
 
 pytestmark = pytest.mark.imagej
-pytest.importorskip("scyjava")
+pytest.importorskip("scyjava", reason="the Fiji bridge needs scyjava: pip install 'fmc-ij[fiji]'")
 
 
 @pytest.fixture(scope="module")

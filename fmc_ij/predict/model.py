@@ -166,12 +166,11 @@ def _from_bundle(path: Path, dev: torch.device) -> Predictor:
     with tempfile.TemporaryDirectory(prefix="fmc-bundle-") as tmp:
         rdf, state = load_bundle(path, tmp)
     arch = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-    kinds = _KINDS
     kwargs = dict(arch.get("kwargs", {}))
     kwargs.pop("keep_z", None)  # the bundle's projection network returns 2D; fmc-ij's tiler wants it repeated
     if "mean_floor" in kwargs:  # a probabilistic bundle's in-network floor is our output floor
         kwargs["output_floor"] = kwargs.pop("mean_floor")
-    mcfg = ModelConfig(arch=kinds[arch["callable"]], **kwargs)
+    mcfg = ModelConfig(arch=_KINDS[arch["callable"]], **kwargs)
     pre = {op["id"]: op.get("kwargs", {}) for op in rdf["inputs"][0].get("preprocessing", [])}
     rng = pre.get("scale_range", {})
     net = build_model(mcfg)
