@@ -1,8 +1,8 @@
 """Pyramidal elastic (block-wise) registration, 2D and 3D, in torch (Wang et al. 2019 after NanoJ-Core).
 
-Per level, the current registered image is cut into blocks (50 % overlap) and each block's sub-pixel
-shift against the reference is measured by cross-correlation; blocks whose peak NCC is below
-``min_similarity`` are dropped and filled from their neighbours (normalised Gaussian averaging on the
+Per level, the current registered image is cut into blocks (not overlapping by default, as NanoJ's) and
+each block's sub-pixel shift against the reference is measured by cross-correlation; blocks whose peak NCC
+is below ``min_similarity`` are dropped and filled from their neighbours (normalised Gaussian averaging on the
 block grid), the block vectors are interpolated into a dense field (bicubic in 2D, trilinear in 3D)
 and composed with the field so far. The block size halves per level down to ``min_block`` (64 px).
 
@@ -83,11 +83,14 @@ def ncc(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, mask: np.nda
     return float((x * y).sum()) / den if den > 0 else float("nan")
 
 
-def _blocks(shape: Sequence[int], block: Sequence[int]) -> tuple[list[list[int]], tuple[int, ...]]:
-    """Block start positions per axis (50 % overlap, the last block flush with the edge)."""
+def _blocks(
+    shape: Sequence[int], block: Sequence[int], overlap: float = 0.0
+) -> tuple[list[list[int]], tuple[int, ...]]:
+    """Block start positions per axis (``overlap``: fraction shared by neighbours; the last block flush with the
+    edge)."""
     starts = []
     for n, b in zip(shape, block):
-        step = max(1, b // 2)
+        step = max(1, int(round(b * (1.0 - overlap))))
         s = list(range(0, max(n - b, 0) + 1, step))
         if s[-1] != n - b:
             s.append(n - b)
@@ -216,6 +219,7 @@ def elastic_register(
     min_similarity: float = 0.5,
     max_shift: float | None = None,
     passes_last_level: int | None = None,
+    overlap: float = 0.0,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> ElasticResult:
@@ -234,8 +238,13 @@ def elastic_register(
     max_shift : float, optional
         Largest block shift searched per level (default: a quarter of the block).
     passes_last_level : int, optional
-        Repeat the finest level this many times (default 3 in 2D, 4 in 3D): windowed block estimates are
-        pulled towards zero in proportion to the residual, and each pass shrinks that residual.
+        Repeat the finest level this many times (default 1). Windowed block estimates are pulled towards zero
+        in proportion to the residual, but after the coarser levels it is small: measured on smooth 3 px warps
+        of light-sheet planes and of textures (2D and 3D), more passes only added block noise.
+    overlap : float
+        Fraction of a block shared with each neighbour (0.5: four times the blocks in 2D, eight in 3D, i.e. that
+        much more time). Measured on the same warps, 0.5 helps only where few blocks hold structure (1024^2
+        plane: 0.120 -> 0.096 px RMS) and not on 2048^2 planes (0.083 either way).
 
     Returns
     -------
@@ -253,7 +262,7 @@ def elastic_register(
         else torch.zeros((nd, *shape), device=dev)
     )
     sizes = block_sizes(shape, min_block)
-    passes = passes_last_level or (3 if nd == 2 else 4)  # 3D blocks are fewer per axis: one more pass
+    passes = passes_last_level or 1
     sizes = sizes + [sizes[-1]] * max(0, passes - 1)
     info: list[LevelInfo] = []
     from fmc_ij.progress import track
@@ -264,7 +273,7 @@ def elastic_register(
         cur = warp(m, total)
         if pending:  # the previous level's NCC, from the image this level starts from
             info.append(LevelInfo(*pending.pop(), ncc(r[sub], cur[sub])))
-        starts, grid_shape = _blocks(shape, block)
+        starts, grid_shape = _blocks(shape, block, overlap)
         rb = _extract(r, starts, block)
         mb = _extract(cur, starts, block)
         res = estimate_shift(rb, mb, ndim=nd, max_shift=max_shift or max(2.0, min(block) / 4))

@@ -309,14 +309,14 @@ def _refine_multires(
 ) -> torch.Tensor:
     """Coarse-to-fine sub-pixel refinement on 2x-binned copies, axis by axis.
 
-    The integer peak ``s0`` (in voxels of the copy binned by ``factors``) is refined there; then every axis
-    whose aligned cross-spectrum holds more than ``max_outer`` of its correlated power in the outer band is
-    un-binned once and the estimate refined again, until no axis asks for it. Binning is a shift-invariant
-    filter, so a binned pair gives the exact shift (scaled) unless content above the binned grid's Nyquist
-    frequency aliases into it, and such content shows up at the top of the binned band first. Microscopy
-    images are mostly oversampled laterally, so the full-resolution FFTs (4x the cost in 2D, 8x in 3D) are
-    rarely needed; anisotropic volumes keep their coarse axis at full resolution only.
-    ``binned`` caches copies by per-axis factor (full resolution is ``full``).
+    The integer peak ``s0`` (in voxels of the copy binned by ``factors``) is refined there; then every axis whose
+    aligned cross-spectrum holds more than ``max_outer`` of its correlated power in the outer band is un-binned
+    (once per decade above ``max_outer``) and the estimate refined again, until no axis asks for it. Binning is a
+    shift-invariant filter, so a binned pair gives the exact shift (scaled) unless content above the binned grid's
+    Nyquist frequency aliases into it, and such content shows up at the top of the binned band first. Microscopy
+    images are mostly oversampled laterally, so the full-resolution FFTs (4x the cost in 2D, 8x in 3D) are rarely
+    needed; anisotropic volumes keep their coarse axis at full resolution only. ``binned`` caches copies by per-axis
+    factor (full resolution is ``full``).
     """
     nd = len(factors)
     f = tuple(factors)
@@ -324,7 +324,11 @@ def _refine_multires(
     while True:
         r, m = _binned(full, binned, f)
         s, outer = _refine_on_overlap(r, m, s, window, outer=any(k > 1 for k in f))
-        finer = tuple(k // 2 if k > 1 and o > max_outer else k for k, o in zip(f, outer or [0.0] * nd))
+        # Aliased power drops ~10x or more per halving of the bin: skip the levels that cannot be enough.
+        finer = tuple(
+            max(1, k >> math.ceil(math.log10(o / max_outer))) if k > 1 and o > max_outer else k
+            for k, o in zip(f, outer or [0.0] * nd)
+        )
         if finer == f:
             return s * torch.tensor(f, dtype=s.dtype, device=s.device)
         s = s * torch.tensor([a / b for a, b in zip(f, finer)], dtype=s.dtype, device=s.device)
@@ -418,7 +422,11 @@ def estimate_shift(
     if not batched:
         # The integer peak does not need full resolution: bin large images (refinement climbs back up).
         while int(np.prod(r.shape[-nd:])) > BIN_ABOVE_VOXELS and min(r.shape[-nd:]) >= 64:
-            r, m = bin2(r, nd), bin2(m, nd)
+            # Lateral axes first, the copy kept: the refinement of an axially under-sampled volume wants it.
+            r, m = bin2(r, nd, range(nd - 2, nd)), bin2(m, nd, range(nd - 2, nd))
+            binned[(factor,) * (nd - 2) + (factor * 2,) * 2] = (r[0], m[0])
+            if nd == 3:
+                r, m = bin2(r, nd, [0]), bin2(m, nd, [0])
             factor *= 2
             binned[(factor,) * nd] = (r[0], m[0])
     shape = tuple(r.shape[-nd:])
