@@ -6,6 +6,8 @@ data) and the ratio (above 1 = fmc-ij better), under the machine's description. 
 the file and the exit status, and the others still run. Peers come from ``make bench-peers``.
 
     python benchmarks/run.py [--only register,models] [--out benchmarks/RESULTS.md]
+
+With ``--only``, the other scripts' rows are kept from the last run (``RESULTS.json`` beside the table).
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def main() -> int:
                 print(f"{script.name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
         rows = [json.loads(ln) for ln in rows_file.read_text().splitlines() if ln.strip()]
     timings["total"] = time.perf_counter() - t0
+    # The rows travel in a JSON file beside the table, so a partial run (--only) replaces just its own scripts.
+    store = a.out.with_suffix(".json")
+    if only and store.exists():
+        old = json.loads(store.read_text(encoding="utf-8"))
+        ran = {p.name for p in scripts}
+        rows = [r for r in old["rows"] if r.get("script") not in ran] + rows
+        keep = {k: v for k, v in old["timings"].items() if k not in ran and k != "total"}
+        timings = {**keep, **timings, "total": sum(v for k, v in {**keep, **timings}.items() if k != "total")}
+        failures = {**{k: v for k, v in old["failures"].items() if k not in ran}, **failures}
+    rows.sort(key=lambda r: r.get("script", ""))
+    tmp_store = store.with_suffix(".json.tmp")
+    tmp_store.write_text(json.dumps({"rows": rows, "timings": timings, "failures": failures}, indent=1), "utf-8")
+    tmp_store.replace(store)
     text = render(rows, machine(), timings, failures, os.environ.get("FMC_BENCH_BUDGET", "240"))
     tmp_out = a.out.with_suffix(".md.tmp")
     tmp_out.write_text(text, encoding="utf-8")
