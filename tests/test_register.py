@@ -25,10 +25,10 @@ from fmc_ij.register.nanoj import bicubic
 from fmc_ij.synthetic.warp import apply_displacement, random_displacement
 
 
-def shifted_pair(shape, d, rng, snr=20.0):
+def shifted_pair(shape, d, rng, snr=20.0, blur=2.0):
     """A periodic smooth texture and its copy moved so that moving[p + (-d)] = reference[p]; noise at SNR."""
     big = [n + 64 for n in shape]
-    base = ndimage.gaussian_filter(rng.random(big), 2.0, mode="wrap")
+    base = ndimage.gaussian_filter(rng.random(big), blur, mode="wrap")
     k = np.meshgrid(*[np.fft.fftfreq(n) for n in big], indexing="ij")
     moved = np.fft.ifftn(np.fft.fftn(base) * np.exp(2j * np.pi * sum(ki * di for ki, di in zip(k, d)))).real
     sl = tuple(slice(32, 32 + n) for n in shape)
@@ -58,6 +58,53 @@ def test_global_shift_matches_skimage_sign():
     theirs = phase_cross_correlation(ref, mov, upsample_factor=100, normalization=None)[0]
     np.testing.assert_allclose(ours, -theirs, atol=0.1)  # skimage returns minus our displacement
     assert np.abs(ours - (-3.3, 1.7)).max() < 0.01 < np.abs(-theirs - (-3.3, 1.7)).max()
+
+
+@pytest.mark.parametrize("sigma", [0.6, 3.0])
+def test_large_images_refined_coarse_to_fine_without_aliasing_bias(sigma, monkeypatch):
+    """Large images are refined on binned copies only while binning cannot alias: a sharp texture (content up
+    to the Nyquist frequency) must climb to full resolution, a smooth one may stop early; both stay exact."""
+    import fmc_ij.register.shift as sh
+
+    levels = []
+    orig = sh._refine_on_overlap
+    monkeypatch.setattr(sh, "_refine_on_overlap", lambda r, *a, **k: levels.append(r.shape) or orig(r, *a, **k))
+    rng = np.random.default_rng(6)
+    d = np.array([7.37, -12.81])
+    ref, mov = shifted_pair((1024, 1024), d, rng, blur=sigma)
+    err = np.abs(estimate_shift(ref, mov).shift + d).max()
+    assert levels[0] == (512, 512)  # the integer peak and first refinement on the 2x-binned copy
+    if sigma < 1:
+        assert levels[-1] == (1024, 1024) and err < 0.01, (levels, err)  # aliasing seen: full resolution
+    else:
+        assert levels == [(512, 512)] and err < 0.005, (levels, err)  # oversampled: the binned copy suffices
+
+
+def test_anisotropic_volume_unbins_only_its_sharp_axis(monkeypatch):
+    """A volume sharp along z and smooth in y, x goes back to full resolution along z only."""
+    import fmc_ij.register.shift as sh
+
+    levels = []
+    orig = sh._refine_on_overlap
+    monkeypatch.setattr(sh, "_refine_on_overlap", lambda r, *a, **k: levels.append(r.shape) or orig(r, *a, **k))
+    rng = np.random.default_rng(7)
+    d = np.array([2.3, -5.6, 9.15])
+    ref, mov = shifted_pair((64, 160, 160), d, rng, blur=(0.6, 3.0, 3.0))  # sharp along z only
+    err = np.abs(estimate_shift(ref, mov).shift + d).max()
+    assert err < 0.02, err
+    assert levels[0] == (32, 80, 80) and levels[-1][0] == 64 and levels[-1][1:] == (80, 80), levels
+
+
+def test_fft_sizes_and_binning():
+    import torch
+
+    from fmc_ij.register.shift import bin2, fft_size
+
+    assert [fft_size(n) for n in (2035, 2048, 13, 1)] == [2025, 2048, 12, 1]
+    assert [fft_size(n, up=True) for n in (2035, 2064, 11)] == [2048, 2100, 12]
+    x = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(2, 5, 7)
+    np.testing.assert_allclose(bin2(x, 2).numpy(), x[:, :4, :6].reshape(2, 2, 2, 3, 2).mean((2, 4)).numpy())
+    np.testing.assert_allclose(bin2(x, 3, [0]).numpy(), x.mean(0, keepdim=True).numpy())
 
 
 def smooth_warp_pair(shape, rng, amplitude=3.0, smooth=160.0):

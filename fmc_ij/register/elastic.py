@@ -41,11 +41,14 @@ class ElasticResult:
 def _norm_coords(field_t: torch.Tensor) -> torch.Tensor:
     """Voxel displacement (nd, *shape) -> grid_sample's normalised (x, y[, z]) sampling grid (1, *shape, nd)."""
     nd = field_t.shape[0]
-    shape = field_t.shape[1:]
-    axes = [torch.arange(n, device=field_t.device, dtype=field_t.dtype) for n in shape]
-    base = torch.meshgrid(*axes, indexing="ij")
-    coords = [(base[a] + field_t[a]) * 2.0 / max(shape[a] - 1, 1) - 1.0 for a in range(nd)]
-    return torch.stack(coords[::-1], -1)[None]  # grid_sample wants (x, y, z) = reversed axis order
+    shape = tuple(field_t.shape[1:])
+    grid = torch.empty((1, *shape, nd), device=field_t.device, dtype=field_t.dtype)
+    for a in range(nd):  # written in place, axis by axis: no meshgrid, no stacked copy
+        scale = 2.0 / max(shape[a] - 1, 1)
+        base = torch.arange(shape[a], device=field_t.device, dtype=field_t.dtype) * scale - 1.0
+        base = base.reshape([shape[a] if i == a else 1 for i in range(nd)])
+        grid[0, ..., nd - 1 - a] = torch.add(base, field_t[a], alpha=scale)  # grid_sample wants (x, y, z)
+    return grid
 
 
 def warp(image: torch.Tensor | np.ndarray, field_: torch.Tensor | np.ndarray, *, mode: str = "auto") -> torch.Tensor:
@@ -148,20 +151,17 @@ def _fill_invalid(vec: torch.Tensor, ok: torch.Tensor, sigma: float = 1.0) -> to
     return torch.where(ok[None], vec, filled)
 
 
-def _dense(vec: torch.Tensor, starts: list[list[int]], block: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
-    """Interpolate block-centre vectors (nd, *grid) to every voxel (bicubic 2D / trilinear 3D), clamped.
-
-    The spline is evaluated every ``block // 16`` voxels and filled in linearly: the field varies on the
-    block scale, so the linear fill-in is exact to ~1e-4 px and saves most of the cost on large images.
-    """
+def _dense(
+    vec: torch.Tensor, starts: list[list[int]], block: Sequence[int], shape: Sequence[int], step: int
+) -> torch.Tensor:
+    """Block-centre vectors (nd, *grid) interpolated (bicubic 2D / trilinear 3D, clamped) at every ``step``-th
+    voxel of ``shape``: the field on the coarse grid of :func:`_to_full`."""
     nd = len(shape)
-    step = max(1, min(block) // 16)
-    fine_shape = shape
-    shape = [(n - 1) // step + 1 for n in shape]
+    coarse = [(n - 1) // step + 1 for n in shape]
     centres = [torch.tensor(s, dtype=torch.float32, device=vec.device) + (b - 1) / 2 for s, b in zip(starts, block)]
-    # Fractional grid index of every (coarse) voxel along each axis (piecewise linear in the centres, clamped).
+    # Fractional grid index of every coarse voxel along each axis (piecewise linear in the centres, clamped).
     frac = []
-    for c, n in zip(centres, shape):
+    for c, n in zip(centres, coarse):
         p = torch.arange(n, dtype=torch.float32, device=vec.device) * step
         if len(c) == 1:
             frac.append(torch.zeros(n, device=vec.device))
@@ -173,21 +173,38 @@ def _dense(vec: torch.Tensor, starts: list[list[int]], block: Sequence[int], sha
     norm = [g * 2.0 / max(len(c) - 1, 1) - 1.0 for g, c in zip(grids, centres)]
     grid = torch.stack(norm[::-1], -1)[None]
     mode = "bicubic" if nd == 2 else "bilinear"
-    out = F.grid_sample(vec[None].float(), grid, mode=mode, padding_mode="border", align_corners=True)
+    return F.grid_sample(vec[None].float(), grid, mode=mode, padding_mode="border", align_corners=True)[0]
+
+
+def _to_full(coarse: torch.Tensor, shape: Sequence[int], step: int) -> torch.Tensor:
+    """A field sampled every ``step`` voxels (sample j at voxel j * step) filled in linearly to ``shape``.
+
+    Fields vary on the block scale (>= 64 px): at ``step = min_block // 16`` the linear fill-in is exact to
+    ~1e-4 px, and fields are composed on the coarse grid at 1/16 (2D) or 1/64 (3D) of the cost.
+    """
     if step == 1:
-        return out[0]
-    # Coarse sample j sits at voxel j * step: align_corners interpolation onto the covered extent, then pad.
-    covered = [(n - 1) * step + 1 for n in shape]
-    up = F.interpolate(out, size=covered, mode="bilinear" if nd == 2 else "trilinear", align_corners=True)[0]
+        return coarse
+    nd = len(shape)
+    covered = [(n - 1) * step + 1 for n in coarse.shape[1:]]
+    mode = "bilinear" if nd == 2 else "trilinear"
+    up = F.interpolate(coarse[None], size=covered, mode=mode, align_corners=True)
     pad = []
-    for full, cov in zip(reversed(fine_shape), reversed(covered)):
+    for full, cov in zip(reversed(shape), reversed(covered)):
         pad += [0, full - cov]
-    return F.pad(up[None], pad, mode="replicate")[0] if any(pad) else up
+    return (F.pad(up, pad, mode="replicate") if any(pad) else up)[0]
 
 
-def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """Field of ``warp(warp(m, inner), outer)``: d(p) = outer(p) + inner(p + outer(p))."""
-    grid = _norm_coords(outer)
+def _compose(outer: torch.Tensor, inner: torch.Tensor, step: int) -> torch.Tensor:
+    """Field of ``warp(warp(m, inner), outer)``, d(p) = outer(p) + inner(p + outer(p)), on the coarse grid."""
+    nd = outer.shape[0]
+    cs = outer.shape[1:]
+    coords = []
+    for a in range(nd):
+        p = (torch.arange(cs[a], device=outer.device, dtype=outer.dtype) * step).reshape(
+            [cs[a] if i == a else 1 for i in range(nd)]
+        )
+        coords.append((p + outer[a]) * 2.0 / max((cs[a] - 1) * step, 1) - 1.0)
+    grid = torch.stack(coords[::-1], -1)[None]
     # Fields are smooth: bilinear sampling is exact enough and 3-4x cheaper than bicubic.
     sampled = F.grid_sample(inner[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
     return outer + sampled
@@ -230,7 +247,8 @@ def elastic_register(
     ref, mov : array
         Reference and moving images on the same grid.
     init_field : ndarray, optional
-        Start from this field (e.g. the global shift broadcast); zeros otherwise.
+        Start from this smooth field (e.g. the global shift broadcast); zeros otherwise. It is sampled every
+        ``min_block // 16`` voxels like the fields the levels add.
     min_block : int
         Smallest block edge (voxels); 64 as in Wang et al. 2019.
     min_similarity : float
@@ -256,10 +274,12 @@ def elastic_register(
     m = torch.as_tensor(np.asarray(mov, np.float32) if not torch.is_tensor(mov) else mov).float().to(dev)
     nd = r.dim()
     shape = tuple(r.shape)
+    step = max(1, min_block // 16)  # the field lives on a coarse grid (see _to_full)
+    coarse = tuple(slice(0, None, step) for _ in range(nd))
     total = (
-        torch.as_tensor(init_field, dtype=torch.float32, device=dev)
+        torch.as_tensor(init_field, dtype=torch.float32, device=dev)[(slice(None), *coarse)]
         if init_field is not None
-        else torch.zeros((nd, *shape), device=dev)
+        else torch.zeros((nd, *[(n - 1) // step + 1 for n in shape]), device=dev)
     )
     sizes = block_sizes(shape, min_block)
     passes = passes_last_level or 1
@@ -270,7 +290,7 @@ def elastic_register(
     sub = tuple(slice(None, None, 4) for _ in range(nd))  # a strided sample is enough to follow progress
     pending: list[tuple[tuple[int, ...], int, int]] = []
     for block in track(sizes, "elastic", total=len(sizes)) if progress else sizes:
-        cur = warp(m, total)
+        cur = warp(m, _to_full(total, shape, step))
         if pending:  # the previous level's NCC, from the image this level starts from
             info.append(LevelInfo(*pending.pop(), ncc(r[sub], cur[sub])))
         starts, grid_shape = _blocks(shape, block, overlap)
@@ -282,9 +302,9 @@ def elastic_register(
         ok &= torch.as_tensor(res.z, device=dev) >= MIN_PEAK_Z  # blocks of background: no real peak
         ok = ok.reshape(grid_shape)
         vec = _fill_invalid(vec, ok)
-        step = _dense(vec, starts, block, shape)
-        total = _compose(step, total)
+        total = _compose(_dense(vec, starts, block, shape, step), total, step)
         pending.append((tuple(block), int(ok.numel()), int(ok.sum())))
+    full = _to_full(total, shape, step)
     if pending:
-        info.append(LevelInfo(*pending.pop(), ncc(r[sub], warp(m, total)[sub])))
-    return ElasticResult(total.cpu().numpy().astype(np.float32), info)
+        info.append(LevelInfo(*pending.pop(), ncc(r[sub], warp(m, full)[sub])))
+    return ElasticResult(full.cpu().numpy().astype(np.float32), info)
