@@ -21,7 +21,7 @@ from fmc_ij.register.pair import (
     resample,
     write_registered,
 )
-from fmc_ij.register.shift import ShiftResult, estimate_shift, fourier_shift
+from fmc_ij.register.shift import ShiftResult, estimate_shift
 
 __all__ = [
     "ElasticResult",
@@ -31,7 +31,6 @@ __all__ = [
     "cross_correlation_map",
     "elastic_register",
     "estimate_shift",
-    "fourier_shift",
     "nanoj_elastic_mask",
     "nanoj_shift",
     "ncc",

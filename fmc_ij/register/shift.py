@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fmc_ij.errors import FmcInputError
 
@@ -205,9 +204,9 @@ def _refine(
     return torch.maximum(torch.minimum(s, s0 + 1.0), s0 - 1.0)
 
 
-def fft_size(n: int, up: bool = False) -> int:
-    """The largest length <= ``n`` (smallest >= ``n`` if ``up``) with no prime factor above 7: fast FFTs."""
-    for m in range(n, 2 * n + 8) if up else range(n, 0, -1):
+def fft_size(n: int) -> int:
+    """The largest length <= ``n`` with no prime factor above 7 (FFTs of such lengths are fast)."""
+    for m in range(n, 0, -1):
         k = m
         for p in (2, 3, 5, 7):
             while k % p == 0:
@@ -350,24 +349,6 @@ def _binned(full, cache, f: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor
             g = [k * 2 if a in axes else k for a, k in enumerate(g)]
         cache[f] = (r, m)
     return cache[f]
-
-
-def fourier_shift(x: torch.Tensor, shift: torch.Tensor, pad: int = 8) -> torch.Tensor:
-    """``out[p] = x[p + shift]`` by band-limited interpolation; reflect padding keeps the edges from ringing."""
-    nd = x.dim()
-    p = min(pad, *(n - 1 for n in x.shape))
-    xp = F.pad(x[None, None], [p] * (2 * nd), mode="reflect")[0, 0] if p > 0 else x
-    dims = tuple(range(nd))
-    size = tuple(fft_size(n, up=True) for n in xp.shape)  # zeros beyond the reflected margin: fast lengths
-    spec = torch.fft.rfftn(xp.to(torch.float32), s=size, dim=dims)
-    for ax, n in enumerate(size):
-        half = ax == nd - 1
-        k = (torch.fft.rfftfreq if half else torch.fft.fftfreq)(n, device=x.device, dtype=torch.float64)
-        shape = [1] * nd
-        shape[ax] = k.numel()
-        spec = spec * torch.exp(2j * math.pi * k * float(shift[ax])).to(torch.complex64).reshape(shape)
-    out = torch.fft.irfftn(spec, s=size, dim=dims).to(x.dtype)
-    return out[tuple(slice(p, p + n) for n in x.shape)]
 
 
 def estimate_shift(
