@@ -38,14 +38,15 @@ class ElasticResult:
     levels: list[LevelInfo] = field(default_factory=list)
 
 
-def _norm_coords(field_t: torch.Tensor) -> torch.Tensor:
-    """Voxel displacement (nd, *shape) -> grid_sample's normalised (x, y[, z]) sampling grid (1, *shape, nd)."""
+def _norm_coords(field_t: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Voxel displacement (nd, *shape) sampled every ``step`` voxels -> grid_sample's normalised (x, y[, z])
+    sampling grid (1, *shape, nd) over the extent those samples cover."""
     nd = field_t.shape[0]
     shape = tuple(field_t.shape[1:])
     grid = torch.empty((1, *shape, nd), device=field_t.device, dtype=field_t.dtype)
     for a in range(nd):  # written in place, axis by axis: no meshgrid, no stacked copy
-        scale = 2.0 / max(shape[a] - 1, 1)
-        base = torch.arange(shape[a], device=field_t.device, dtype=field_t.dtype) * scale - 1.0
+        scale = 2.0 / max((shape[a] - 1) * step, 1)
+        base = torch.arange(shape[a], device=field_t.device, dtype=field_t.dtype) * (step * scale) - 1.0
         base = base.reshape([shape[a] if i == a else 1 for i in range(nd)])
         grid[0, ..., nd - 1 - a] = torch.add(base, field_t[a], alpha=scale)  # grid_sample wants (x, y, z)
     return grid
@@ -196,15 +197,7 @@ def _to_full(coarse: torch.Tensor, shape: Sequence[int], step: int) -> torch.Ten
 
 def _compose(outer: torch.Tensor, inner: torch.Tensor, step: int) -> torch.Tensor:
     """Field of ``warp(warp(m, inner), outer)``, d(p) = outer(p) + inner(p + outer(p)), on the coarse grid."""
-    nd = outer.shape[0]
-    cs = outer.shape[1:]
-    coords = []
-    for a in range(nd):
-        p = (torch.arange(cs[a], device=outer.device, dtype=outer.dtype) * step).reshape(
-            [cs[a] if i == a else 1 for i in range(nd)]
-        )
-        coords.append((p + outer[a]) * 2.0 / max((cs[a] - 1) * step, 1) - 1.0)
-    grid = torch.stack(coords[::-1], -1)[None]
+    grid = _norm_coords(outer, step)
     # Fields are smooth: bilinear sampling is exact enough and 3-4x cheaper than bicubic.
     sampled = F.grid_sample(inner[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
     return outer + sampled

@@ -113,20 +113,38 @@ def _freqs(shape: tuple[int, ...], device, dtype) -> list[torch.Tensor]:
     return [torch.fft.fftfreq(n, device=device, dtype=dtype) for n in shape]
 
 
-def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16, half_n: int | None = None, band=None):
-    """Keep the frequency band holding ``keep`` of |P| per axis (plus everything below ``min_keep``).
+def _half_weights(n_cols: int, half_n: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Column weights of an ``rfft`` half spectrum of full length ``half_n``: 2 for the columns that stand for
+    their mirrored twins, so sums over it equal sums over the full spectrum of a real signal."""
+    kx = torch.arange(n_cols, device=device)
+    return torch.where((kx == 0) | (2 * kx == half_n), 1.0, 2.0).to(dtype)
+
+
+@dataclass
+class _Band:
+    """A low-pass band of a cross-spectrum: kept indices and frequencies per axis, half-spectrum weights."""
+
+    idx: list[torch.Tensor]
+    ks: list[torch.Tensor]
+    w: torch.Tensor | None
+
+    def apply(self, P: torch.Tensor) -> torch.Tensor:
+        P = P * self.w if self.w is not None else P
+        nd = len(self.idx)
+        for ax, i in enumerate(self.idx):
+            P = P.index_select(P.dim() - nd + ax, i)
+        return P
+
+
+def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16, half_n: int | None = None) -> _Band:
+    """The frequency band holding ``keep`` of |P| per axis (plus everything below ``min_keep``).
 
     Dropping the same high frequencies from both images is a symmetric filter: the peak position does not
     move, and Newton steps get cheaper by the square (2D) or cube (3D) of the crop factor.
-    ``half_n``: the last axis is an ``rfft`` half spectrum of that full length; its columns are weighted
-    (2 for the mirrored ones) so sums over it equal sums over the full spectrum of a real signal.
+    ``half_n``: the last axis is an ``rfft`` half spectrum of that full length (see :func:`_half_weights`).
     """
-    w = None
-    if half_n is not None:
-        kx = torch.arange(P.shape[-1], device=P.device)
-        w = torch.where((kx == 0) | (2 * kx == half_n), 1.0, 2.0).to(P.real.dtype)
-        P = P * w
-    mag = P.abs().sum(0)
+    w = _half_weights(P.shape[-1], half_n, P.device, P.real.dtype) if half_n is not None else None
+    mag = (P * w if w is not None else P).abs().sum(0)
     ks, kept = [], []
     for ax in range(nd):
         n = P.shape[-nd + ax]
@@ -142,7 +160,6 @@ def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16,
         cut = int(torch.searchsorted(cum, torch.tensor(keep, device=P.device, dtype=cum.dtype)))
         kc = max(float(k[order[min(cut, n - 1)]]), float(min(min_keep, (half_n if half else n) // 2)))
         idx = torch.nonzero(k <= kc).flatten()
-        P = P.index_select(P.dim() - nd + ax, idx)
         kept.append(idx)
         freqs = (
             torch.arange(n, device=P.device, dtype=torch.float64) / half_n
@@ -150,26 +167,19 @@ def _lowpass(P: torch.Tensor, nd: int, keep: float = 0.9995, min_keep: int = 16,
             else torch.fft.fftfreq(n, device=P.device, dtype=torch.float64)
         )
         ks.append(freqs[idx])
-    if band is not None:
-        band[:] = [kept, ks, w]
-    return P, ks
+    return _Band(kept, ks, w)
 
 
 def _refine(
-    P: torch.Tensor, s0: torch.Tensor, iters: int = 8, half_n: int | None = None, band: list | None = None
+    P: torch.Tensor, s0: torch.Tensor, iters: int = 8, half_n: int | None = None, band: _Band | None = None
 ) -> torch.Tensor:
     """Newton ascent of c(s) = Re sum_k P_k e^{2 pi i k.s} from the integer peak ``s0`` (batch, nd).
 
-    ``band``: a list to receive (first call) or that holds (later calls on similar spectra) the low-pass band.
+    ``band``: the low-pass band to use (default: :func:`_lowpass` of ``P``).
     """
     nd = s0.shape[-1]
-    if band:
-        idx, ks, w = band
-        P = P * w if w is not None else P
-        for ax, i in enumerate(idx):
-            P = P.index_select(P.dim() - nd + ax, i)
-    else:
-        P, ks = _lowpass(P, nd, half_n=half_n, band=band)
+    band = band or _lowpass(P, nd, half_n=half_n)
+    P, ks = band.apply(P), band.ks
     s = s0.clone().to(torch.float64)
     P = P.to(torch.complex128)
     iters = iters if P.shape[0] == 1 else min(iters, 5)
@@ -223,11 +233,7 @@ def _outer_power(spec: torch.Tensor, shape: Sequence[int]) -> list[float]:
     ``spec`` is an ``rfftn`` half spectrum of ``shape``. Noise does not correlate, so it adds nothing on average.
     """
     nd = len(shape)
-    w = torch.full((spec.shape[-1],), 2.0, device=spec.device)
-    w[0] = 1.0
-    if shape[-1] % 2 == 0:
-        w[-1] = 1.0
-    re = spec.real.reshape(spec.shape[-nd:]) * w
+    re = spec.real.reshape(spec.shape[-nd:]) * _half_weights(spec.shape[-1], shape[-1], spec.device)
     total = float(re.sum())
     out = []
     for ax in range(nd):
@@ -279,10 +285,11 @@ def _refine_on_overlap(
     base = torch.tensor(ints, dtype=torch.float64, device=r.device)
     frac = (s0.to(torch.float64) - base)[None]
     prev: torch.Tensor | None = None
-    band: list = []  # the low-pass band of the first step serves them all (|P| hardly changes)
+    band: _Band | None = None
     for it in range(max_iter):
         spec = fr * torch.fft.rfftn(_prepare(mc[None], nd, window, frac[0].tolist()), dim=dims)
-        est = _refine(spec, frac, half_n=rc.shape[-1], band=band)
+        band = band or _lowpass(spec, nd, half_n=rc.shape[-1])  # the first step's band serves them all
+        est = _refine(spec, frac, band=band)
         step = est - frac
         if it == 1 and prev is not None:
             # Each estimate moves (1 - beta) of the way to the fixed point: two steps give beta (Aitken), per axis.
