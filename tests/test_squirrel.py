@@ -73,6 +73,62 @@ def test_known_sigma_recovered(m, sigma, method):
     assert r.alpha == pytest.approx(2.0, rel=0.02)
 
 
+def _pair(shape, m, seed):
+    rng = np.random.default_rng(seed)
+    img = sparse_texture((shape[0] * m, shape[1] * m), rng, shape[0] * 3) * 500 + 300
+    img += np.linspace(0, 80, img.shape[1])[None]  # a gradient: the clamped edges then matter
+    return rng.random(shape) * 50 + 900, img
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    "shape,m,sigma_max,kind",
+    [
+        ((40, 52), 1, 3.0, "_EdgeMoments"),
+        ((8, 9), 1, 10.0, "_EdgeMoments"),  # the kernel is wider than the image
+        ((12, 11), 1, 25.0, "_FoldedMoments"),  # radius above EDGE_MAX_PAD
+        ((20, 16), 2, 3.0, "_FoldedMoments"),
+        ((12, 15), 5, 2.0, "_FoldedMoments"),
+    ],
+)
+def test_objective_moments_equal_direct_blur_and_bin(shape, m, sigma_max, kind, backend, monkeypatch):
+    """Sum, sum of squares and cross sum of bin_m(K * S) from the lag tables / folded spectra equal those of the
+    direct edge-clamped blur and block mean (forward_model), on every piece of the sigma range."""
+    import torch
+
+    from fmc_ij.squirrel import objective
+
+    if backend == "torch":  # the accelerator code path, run on CPU tensors
+        monkeypatch.setattr(objective, "_on", lambda x, dev: torch.as_tensor(x))
+    ref, img = _pair(shape, m, 0)
+    obj = objective.Objective(ref, img, m, torch.device("cpu"), sigma_max)
+    assert type(obj.moments).__name__ == kind
+    rc = ref - ref.mean()
+    for sigma in np.linspace(0.5, sigma_max, 9):
+        b = forward_model(img - obj.offset, sigma, m)
+        want = np.array([b.sum(), (b * b).sum(), (b * rc).sum()])
+        got = np.array(obj.moments(objective.rsf_kernel_1d(float(np.float32(sigma * m)))))
+        scale = np.array([np.sqrt(b.size * want[1]), want[1], np.sqrt(want[1] * obj.vr)])
+        assert (np.abs(got - want) / scale).max() < 1e-11, sigma
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_objective_fit_is_least_squares(m):
+    """rmse, alpha, beta at a sigma are the ordinary least-squares fit of the reference on the forward model."""
+    import torch
+
+    from fmc_ij.squirrel.objective import Objective
+
+    ref, img = _pair((30, 34), m, 1)
+    ref = forward_model(img, 1.3, m, alpha=0.7, beta=-40.0) + ref * 0.05
+    obj = Objective(ref, img, m, torch.device("cpu"), 4.0)
+    for sigma in (0.8, 1.3, 2.2):
+        b = forward_model(img, sigma, m).ravel()
+        (alpha, beta), *_ = np.linalg.lstsq(np.stack([b, np.ones_like(b)], 1), ref.ravel(), rcond=None)
+        rmse = np.sqrt(np.mean((alpha * b + beta - ref.ravel()) ** 2))
+        assert obj.fit(sigma) == pytest.approx((rmse, alpha, beta), rel=1e-7)  # sse: a difference of moments
+
+
 def test_per_slice_3d_and_fusion():
     rng = np.random.default_rng(9)
     pairs = [synthetic(32, 2, s, rng) for s in (1.5, 2.5)]

@@ -5,6 +5,8 @@ Model: the reference R (diffraction-limited) is explained by the image S (super-
 Gaussian). For each sigma, alpha and beta are linear least squares (closed form); sigma is found by a 1-D
 search over the pieces on which the objective is smooth (NanoJ's kernel radius 3 int(sigma m) jumps at
 integer sigma m, and the optimum often sits on such a jump). No random swarm: same input, same answer.
+Each sigma costs a few products of radius-sized tables, not a transform of the image
+(:mod:`fmc_ij.squirrel.objective`).
 
 ``method="nanoj"`` reproduces NanoJ-SQUIRREL's ``ErrorMap_`` (see ``shared/specs/nanoj.md``): bicubic
 ImageJ upscaling of R (with its quarter-pixel offset), NanoJ cross-correlation registration applied when
@@ -22,11 +24,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage, optimize
+from scipy import ndimage
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.register import ij_ops as ij
+from fmc_ij.squirrel.objective import Objective, rsf_kernel_1d
 
 Method = Literal["nanoj", "binned"]
 SIGMA_RANGE = (0.5, 10.0)  # reference pixels, NanoJ's swarm bounds
@@ -75,14 +77,6 @@ def magnification_of(ref_shape: Sequence[int], img_shape: Sequence[int]) -> int:
     return int(round(mx))
 
 
-def rsf_kernel_1d(sigma_px: float) -> np.ndarray:
-    """NanoJ's RSF taps at image pixels: pixel-integrated Gaussian, radius 3 int(sigma) (>= 1), normalised."""
-    r = max(1, 3 * int(sigma_px))
-    d = np.arange(-r, r + 1, dtype=np.float64)
-    k = 0.5 * (ij.erf_as((d + 0.5) / (math.sqrt(2) * sigma_px)) - ij.erf_as((d - 0.5) / (math.sqrt(2) * sigma_px)))
-    return k / k.sum()
-
-
 def rsf_image(sigma_ref: float, m: int) -> np.ndarray:
     """The 2D RSF at image pixels (what NanoJ shows as the RSF output)."""
     k = rsf_kernel_1d(float(np.float32(sigma_ref * m)))
@@ -111,94 +105,6 @@ def forward_model(
     ref_shape = [n // m for n, m in zip(img.shape, mag)]
     out = out[tuple(slice(0, r * m) for r, m in zip(ref_shape, mag))]
     return out.reshape([v for r, m in zip(ref_shape, mag) for v in (r, m)]).mean(tuple(range(1, 2 * nd, 2)))
-
-
-class _Objective:
-    """RMSE(sigma) with closed-form alpha, beta; torch, so it runs on CUDA when available."""
-
-    def __init__(self, ref: np.ndarray, img: np.ndarray, m: int, device: torch.device, sigma_max: float):
-        self.m = m
-        self.dev = device
-        self.ref = torch.as_tensor(ref, dtype=torch.float64, device=device)
-        # Edge-replicate once by the largest kernel radius: every smaller kernel then sees exactly the clamped
-        # edges NanoJ uses, and each sigma costs one spectral product instead of a long direct convolution.
-        self.pad = max(1, 3 * int(float(np.float32(sigma_max * m))))
-        # float32 spectra for large images (4x faster, sums stay float64); float64 keeps NanoJ's digits on small ones.
-        self.dtype = torch.float32 if img.size > 2**20 else torch.float64
-        x = torch.as_tensor(img, dtype=self.dtype, device=device)[None, None]
-        x = F.pad(x, (self.pad,) * 4, mode="replicate")[0, 0]
-        self.shape = tuple(x.shape)
-        self.spec = torch.fft.rfft2(x)
-        self.img_shape = img.shape
-        self.ref_flat = self.ref.flatten()
-        self.sr, self.srr = float(self.ref_flat.sum()), float(self.ref_flat @ self.ref_flat)
-        self.cache: dict[float, tuple[float, float, float]] = {}
-
-    def _kernel_fft(self, k: np.ndarray, n: int, real: bool) -> torch.Tensor:
-        r = (len(k) - 1) // 2
-        v = torch.zeros(n, dtype=self.dtype, device=self.dev)
-        kt = torch.as_tensor(k, dtype=self.dtype, device=self.dev)
-        v[: r + 1] = kt[r:]
-        if r:
-            v[-r:] = kt[:r]
-        return torch.fft.rfft(v) if real else torch.fft.fft(v)
-
-    def blurred_binned(self, sigma: float) -> torch.Tensor:
-        sig = float(np.float32(sigma * self.m))  # NanoJ computes sigma m in float32
-        k = rsf_kernel_1d(sig)
-        if (len(k) - 1) // 2 > self.pad:
-            raise FmcInputError(f"SQUIRREL: sigma {sigma:g} is above the search range")
-        fy = self._kernel_fft(k, self.shape[0], real=False)
-        fx = self._kernel_fft(k, self.shape[1], real=True)
-        x = torch.fft.irfft2(self.spec * fy[:, None] * fx[None, :], s=self.shape)
-        p = self.pad
-        h, w = self.ref.shape
-        x = x[p : p + h * self.m, p : p + w * self.m]
-        return F.avg_pool2d(x[None, None], self.m)[0, 0].to(torch.float64)
-
-    def fit(self, sigma: float) -> tuple[float, float, float]:
-        """(rmse, alpha, beta) at ``sigma``; alpha kept >= 0.001 as NanoJ's bounds require.
-
-        Three reductions per call: the fit and its residual follow from sums of b, b^2 and b r.
-        """
-        key = round(float(sigma), 12)
-        if key in self.cache:
-            return self.cache[key]
-        b = self.blurred_binned(sigma).flatten()
-        r = self.ref_flat
-        n = b.numel()
-        sb, sbb, sbr = float(b.sum()), float(b @ b), float(b @ r)
-        sr, srr = self.sr, self.srr
-        vb = sbb - sb * sb / n
-        cov = sbr - sb * sr / n
-        alpha = max(cov / vb if vb > 0 else 0.001, 0.001)
-        beta = (sr - alpha * sb) / n
-        sse = srr - 2 * alpha * sbr - 2 * beta * sr + alpha * alpha * sbb + 2 * alpha * beta * sb + n * beta * beta
-        rmse = math.sqrt(max(sse, 0.0) / n)
-        self.cache[key] = (rmse, alpha, beta)
-        return self.cache[key]
-
-    def best_sigma(self, lo: float, hi: float) -> float:
-        """Global minimum over [lo, hi]: coarse scan of every smooth piece, then Brent in the best ones."""
-        m = self.m
-        edges = sorted({lo, hi, *[k / m for k in range(int(math.ceil(lo * m)), int(math.floor(hi * m)) + 1)]})
-        pieces = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1e-9]
-        scored = []
-        for a, b in pieces:
-            pts = (a, 0.5 * (a + b), b - 1e-9)
-            vals = [self.fit(p)[0] for p in pts]
-            scored.append((min(vals), a, b))
-        scored.sort()
-        best_s, best_v = None, math.inf
-        for _, a, b in scored[: 3 if self.ref.numel() <= 2**16 else 2]:
-            res = optimize.minimize_scalar(
-                lambda s: self.fit(s)[0], bounds=(a, b - 1e-9), method="bounded", options={"xatol": 1e-5}
-            )
-            for s in (a, float(res.x)):
-                v = self.fit(s)[0]
-                if v < best_v:
-                    best_s, best_v = s, v
-        return float(best_s)
 
 
 def _border_crop(ref: np.ndarray, frames: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +206,7 @@ def error_map(
     for f, (sx, sy) in zip(frames, shifts):
         moved = ij.translate_bicubic(f, sx, sy) if (sx or sy) else f
         img = _crop(moved, cx, cy, m)
-        obj = _Objective(ref_c, img, m, dev, max(sigma_range[1], rsf or 0.0))
+        obj = Objective(ref_c, img, m, dev, max(sigma_range[1], rsf or 0.0))
         sigma = float(rsf) if rsf is not None else obj.best_sigma(*sigma_range)
         _, alpha, beta = obj.fit(sigma)
         scaled = alpha * img + beta
