@@ -53,7 +53,7 @@ def main() -> None:
     elif task == "squirrel":
         from nanopyx.methods.squirrel import calculate_error_map
 
-        (emap, rse, rsp), sec = timed(lambda: calculate_error_map(data["ref"], data["sr"]), repeat=1)
+        (emap, rse, rsp), sec = timed(lambda: calculate_error_map(data["ref"], data["sr"]), repeat=3)
         done({"seconds": sec, "rse": float(rse), "rsp": float(rsp)})
     else:
         raise SystemExit(f"unknown task {task}")

@@ -218,10 +218,10 @@ def error_map(
             conv = ndimage.correlate1d(ndimage.correlate1d(scaled, k, 1, mode="nearest"), k, 0, mode="nearest")
             h, w = ref_c.shape
             down = conv[: h * m, : w * m].reshape(h, m, w, m).mean((1, 3))
-        diff = down - ref_c
-        ok = np.isfinite(diff)
-        rse = float(np.sqrt(np.mean(diff[ok] ** 2)))
-        rsp = float(np.corrcoef(down[ok], ref_c[ok])[0, 1])
+        ok = np.isfinite(down)  # NanoJ skips NaN pairs; copy only when there are some
+        a, b = (down.ravel(), ref_c.ravel()) if ok.all() else (down[ok], ref_c[ok])
+        rse = float(np.sqrt(np.mean((a - b) ** 2)))
+        rsp = float(np.corrcoef(a, b)[0, 1])
         results.append(
             ErrorMapResult(
                 sigma=sigma,
