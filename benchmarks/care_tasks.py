@@ -54,7 +54,7 @@ def train_for(preset: str, out: Path, minutes: float | None = None, steps: int |
 
 def bundle(run: Path, sample: np.ndarray, target: np.ndarray | None = None) -> str:
     """Export and test (``export`` runs bioimage.io's test_model before writing); the bundle's path."""
-    from fmc_ij.bioimageio import export
+    from fmc_ij.export import export
 
     out = run.parent / f"{run.name}.zip"
     export(run, out, sample=sample, target=target)

@@ -51,6 +51,9 @@ def render(rows: list[dict], info: dict[str, str], timings: dict[str, float], fa
     lines += ["", "## Scripts", "", "| script | wall s | status |", "|---|---:|---|"]
     for name, sec in timings.items():
         lines.append(f"| `{name}` | {sec:.0f} | {'failed: ' + failures[name] if name in failures else 'ok'} |")
+    measured = HERE / "measured.md"  # figures measured by hand, kept with their commands
+    if measured.is_file():
+        lines += ["", measured.read_text(encoding="utf-8").replace("# Measured", "## Measured", 1).rstrip()]
     return "\n".join(lines) + "\n"
 
 

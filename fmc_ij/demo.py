@@ -83,11 +83,11 @@ def run_demo(
     shape : (int, int, int)
         ZYX size of each simulated volume (voxel size 1.0 x 0.4 x 0.4 µm).
     """
-    from fmc_ij.bioimageio import export
     from fmc_ij.evaluate import EvalConfig, evaluate_dataset
+    from fmc_ij.export import export
     from fmc_ij.predict import load_predictor, predict_files
     from fmc_ij.register import register_dataset
-    from fmc_ij.report.run import run_report
+    from fmc_ij.run_report import run_report
     from fmc_ij.synthetic import LightSheetConfig, simulate
     from fmc_ij.train import TrainConfig, train
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmc_ij.bioimageio import export
 from fmc_ij.evaluate import EvalConfig, evaluate_dataset
+from fmc_ij.export import export
 from fmc_ij.io import imread
 from fmc_ij.predict import load_predictor, predict_files
 from fmc_ij.synthetic.dataset import simulate_lightsheet_dataset

@@ -4,6 +4,7 @@ deepImageJ-compatible rdf.yaml, and hostile bundles are refused."""
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -19,10 +20,13 @@ pytest.importorskip(
     "bioimageio.core", reason="the bioimageio extra is not installed (pip install 'fmc-ij[bioimageio]')"
 )
 
-from fmc_ij.bioimageio import export, load_bundle, safe_extract  # noqa: E402
 from fmc_ij.errors import FmcInputError  # noqa: E402
+from fmc_ij.export import export  # noqa: E402
+from fmc_ij.model_io import load_bundle, safe_extract  # noqa: E402
 from fmc_ij.nn.factory import ModelConfig, build_model  # noqa: E402
 from fmc_ij.train.checkpoint import save_model  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 def _run(tmp_path: Path, ndim: int, probabilistic: bool = False) -> Path:
@@ -171,7 +175,9 @@ def test_channel_name_and_isotropic_task_travel_into_the_bundle(tmp_path):
     run = _run(tmp_path, 2)
     saved = torch.load(run / "model.pt", weights_only=False)
     saved["config"]["data"].update(channels=["nucleus"], mode="isotropic")
-    torch.save(saved, run / "model.pt")
+    net = build_model(ModelConfig(**saved["config"]["model"]))
+    net.load_state_dict(saved["state_dict"])
+    save_model(run / "model.pt", net, saved["config"], step=1)  # the contract follows the config
     img = (np.random.default_rng(5).random((70, 66)) * 1000).astype(np.float32)
     z = export(run, tmp_path / "c.zip", sample=img)
     rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
@@ -250,3 +256,132 @@ def test_predict_runs_another_tools_bundle_through_bioimageio_core(tmp_path):
         np.testing.assert_allclose(got.data[k, 1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-4)
     with pytest.raises(FmcInputError, match="needs an fmc-ij model"):
         export(z, tmp_path / "again.zip")
+
+
+class _Net(torch.nn.Module):
+    """Another tool's network: two 3x3 convolutions (receptive radius 2), fully convolutional."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def _zoo_like_bundle(tmp_path: Path) -> Path:
+    """A bundle shaped like the zoo's unet2d_nuclei_broad: a fixed input size, zero-mean-unit-variance over the
+    sample, sigmoid after, an output halo, local TorchScript weights and a state-dict entry that points to a
+    remote URL (never reachable here). Written by hand, as another tool would."""
+    d = tmp_path / "zoo"
+    d.mkdir()
+    net = _Net().eval()
+    x = (np.random.default_rng(7).random((1, 1, 64, 64)) * 4000 + 100).astype(np.float32)
+    xn = (x - x.mean()) / (x.std() + 1e-6)
+    with torch.no_grad():
+        y = torch.sigmoid(net(torch.from_numpy(xn))).numpy()
+    np.save(d / "test_input.npy", x)
+    np.save(d / "test_output.npy", y)
+    torch.jit.script(net).save(str(d / "weights.pt"))
+    (d / "README.md").write_text("# zoo-like\n")
+    space = [{"type": "space", "id": a, "size": 64} for a in "yx"]
+    out_space = [{"type": "space", "id": a, "halo": 8, "size": {"tensor_id": "raw", "axis_id": a}} for a in "yx"]
+    rdf = {
+        "format_version": "0.5.4", "type": "model", "name": "zoo like", "description": "a zoo-shaped model",
+        "authors": [{"name": "someone"}], "cite": [{"text": "none", "doi": "10.1038/s41592-018-0216-7"}],
+        "license": "MIT", "documentation": "README.md", "tags": ["segmentation"],
+        "inputs": [{"id": "raw", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["raw"]}] + space,
+                    "test_tensor": {"source": "test_input.npy"},
+                    "preprocessing": [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}]}],
+        "outputs": [{"id": "probability",
+                     "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["p"]}] + out_space,
+                     "test_tensor": {"source": "test_output.npy"}, "postprocessing": [{"id": "sigmoid"}]}],
+        "weights": {
+            "pytorch_state_dict": {"source": "http://files.example.invalid/weights.torch", "sha256": "0" * 64,
+                                   "architecture": {"source": "http://files.example.invalid/arch.py",
+                                                    "callable": "Net", "sha256": "0" * 64},
+                                   "pytorch_version": "1.5.1"},
+            "torchscript": {"source": "weights.pt", "parent": "pytorch_state_dict", "pytorch_version": "2.5.1"},
+        },
+    }  # fmt: skip
+    (d / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    z = tmp_path / "zoo_like.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in d.iterdir():
+            zf.write(f, f.name)
+    return z
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """No network: every socket connection and name look-up fails at once."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_a_zoo_shaped_bundle_runs_offline_and_reproduces_its_test_output(tmp_path, offline):
+    """Another tool's bundle with a remote state-dict entry runs offline on its local TorchScript weights, scales the
+    whole sample before the network, reproduces its own test output, and on another image equals one whole-image
+    pass of the network (tiles of its fixed size lie inside the image, each voxel from the tile where it has most
+    context)."""
+    from fmc_ij.cli import main
+    from fmc_ij.io import ImageMeta, imread, imwrite
+
+    z = _zoo_like_bundle(tmp_path)
+    with zipfile.ZipFile(z) as zf:
+        x, y = (np.load(zf.open(f"test_{k}.npy"))[0, 0] for k in ("input", "output"))
+    imwrite(tmp_path / "in" / "test.tif", x, ImageMeta(axes="YX"))
+    big = (np.random.default_rng(1).random((150, 131)) * 3000).astype(np.float32)
+    imwrite(tmp_path / "in" / "big.tif", big, ImageMeta(axes="YX"))
+    main(["predict", "--model", str(z), str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert np.abs(imread(tmp_path / "out" / "test.tif").data - y).max() <= 1e-5
+    net = _Net().eval()
+    with torch.no_grad():
+        whole = torch.sigmoid(net(torch.from_numpy((big - big.mean()) / (big.std() + 1e-6))[None, None]))[0, 0]
+    assert np.abs(imread(tmp_path / "out" / "big.tif").data - whole.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["unet2d_diff_output_shape", "unet2d_fixed_shape", "unet2d_multi_tensor",
+                                  "upsample_test_model"])  # fmt: skip
+def test_the_spec_teams_example_bundles_run_or_say_why_in_one_line(name, tmp_path, capsys, offline):
+    """The bioimage.io spec team's example models (real files, ../shared/data/real/bioimageio_foreign): fmc-ij runs
+    one-input same-grid models with local TorchScript/ONNX weights; each of these is something else, and says so."""
+    from fmc_ij.cli import main
+    from fmc_ij.io import ImageMeta, imwrite
+
+    folder = REAL / "bioimageio_foreign" / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present (the shared real-data folder)")
+    imwrite(tmp_path / "in" / "x.tif", np.zeros((64, 64), np.float32) + 1, ImageMeta(axes="YX"))
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--model", str(folder), str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "internal error" not in err, err
+    why = {"unet2d_diff_output_shape": "not on the input's grid", "unet2d_fixed_shape": "no TorchScript or ONNX",
+           "unet2d_multi_tensor": "takes 2 inputs", "upsample_test_model": "not on the input's grid"}[name]  # fmt: skip
+    assert why in err
+
+
+ZOO_ENV = "FMC_IJ_ZOO_BUNDLE"
+
+
+@pytest.mark.skipif(not os.environ.get(ZOO_ENV), reason=f"set {ZOO_ENV} to a bioimage.io zoo model zip (e.g. the "
+                    "spec's unet2d_nuclei_broad, zipped) to check it offline")  # fmt: skip
+def test_a_real_zoo_bundle_reproduces_its_test_output_offline(tmp_path, offline):
+    from fmc_ij.predict import load_predictor
+
+    z = Path(os.environ[ZOO_ENV])
+    p = load_predictor(z, "cpu")
+    descr = p.descr
+    with zipfile.ZipFile(z) as zf:
+        x = np.load(zf.open(str(descr.inputs[0].test_tensor.source.path)))
+        y = np.load(zf.open(str(descr.outputs[0].test_tensor.source.path)))
+    got = p.predict(x.reshape(x.shape[-2:]), "YX")
+    assert np.abs(got - y.reshape(got.shape)).max() <= 1e-3

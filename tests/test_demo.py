@@ -19,7 +19,7 @@ pytest.importorskip("bioimageio.core", reason="the demo exports a bundle: pip in
 
 from fmc_ij.demo import run_demo  # noqa: E402
 from fmc_ij.report import figures  # noqa: E402
-from fmc_ij.report.run import run_report  # noqa: E402
+from fmc_ij.run_report import run_report  # noqa: E402
 
 EXE = Path(sys.executable).with_name("fmc-ij")
 TINY = {"minutes": 5.0, "steps": 6, "n_train": 2, "shape": (20, 64, 64), "log": lambda s: None}
@@ -124,7 +124,7 @@ def test_a_constant_prediction_gets_no_error_map_and_the_report_still_renders(de
     a note instead of an error map, and the rest of the report is made."""
     from fmc_ij.demo import squirrel_volumes
     from fmc_ij.io import imread, imwrite
-    from fmc_ij.report.run import _squirrel
+    from fmc_ij.run_report import _squirrel
 
     src = sorted((demo_dir / "predictions").glob("*_angle.tif"))[0]
     img = imread(src)

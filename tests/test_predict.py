@@ -126,28 +126,6 @@ def test_cli_predict_errors(run_dir, tmp_path, capsys):
         assert e.value.code == 2 and msg in err and len(err.splitlines()) == 1, err
 
 
-@pytest.mark.slow
-def test_dask_local_cluster_matches_one_process(run_dir, tmp_path):
-    pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmc-ij[dask]')")
-    from fmc_ij.predict.distributed import dask_client, predict_files_dask, predict_volume_dask
-
-    rng = np.random.default_rng(5)
-    src = tmp_path / "in"
-    meta = ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4})
-    for i in range(2):
-        imwrite(src / f"v{i}.tif", (rng.random((10, 70, 60)) * 1000).astype(np.float32), meta)
-    p = load_predictor(run_dir)
-    tile = [10 + 2 * 8, 40 + 2 * 28, 40 + 2 * 28]
-    one = predict_files(p, [src], tmp_path / "one", output="normalized", tile=tile, progress=False)
-    with dask_client(workers=2) as client:
-        many = predict_files_dask(client, run_dir, [src], tmp_path / "many", output="normalized", tile=tile)
-        tiles = predict_volume_dask(client, run_dir, src / "v0.tif", tile=tile, batch=2)
-    for a, b in zip(one, many):
-        assert np.abs(imread(a).data - imread(b).data).max() <= 1e-6
-    ref = predict_array(p, imread(src / "v0.tif").data, tile=tile, batch=2, progress=False).image
-    assert np.abs(tiles.image - ref).max() <= 1e-6
-
-
 def test_streamed_prediction_equals_in_memory(tmp_path):
     """Streaming (tile reads through fresh mappings, zarr store, plane-by-plane TIFF) changes no voxel."""
     from fmc_ij.predict import predict_file

@@ -317,7 +317,7 @@ def test_projection_care_trains_predicts_2d_and_exports_3d_to_2d(tmp_path):
     projection preset; `fmc-ij predict` writes the YX surface image (calibration kept); the bundle takes ZYX and
     returns YX, passes bioimage.io's model test, and predicts like the run."""
     pytest.importorskip("bioimageio.core", reason="needs the bioimageio extra: pip install 'fmc-ij[bioimageio]'")
-    from fmc_ij.bioimageio import export
+    from fmc_ij.export import export
     from fmc_ij.io import imread
     from fmc_ij.predict import load_predictor, predict_array
     from fmc_ij.synthetic import SurfaceConfig, simulate_surface_dataset
@@ -415,7 +415,7 @@ def test_multichannel_model_trains_predicts_and_exports_with_channel_names(light
     pytest.importorskip("bioimageio.core", reason="bioimage.io export needs bioimageio.core (make test installs it)")
     import zipfile
 
-    from fmc_ij.bioimageio import export
+    from fmc_ij.export import export
 
     z = export(run, tmp_path / "mc.zip")  # sample: the first specimen of the training data, both channels
     rdf = yaml.safe_load(zipfile.ZipFile(z).read("rdf.yaml"))
@@ -444,3 +444,34 @@ def test_precise_batchnorm_sets_statistics_from_the_current_weights(lightsheet, 
         means = [conv(torch.from_numpy(b.batch(_PRECISE_BN_BASE + 3 * PRECISE_BN_BATCHES + k, range(2))[0]))
                  .mean((0, 2, 3, 4)) for k in range(PRECISE_BN_BATCHES)]  # fmt: skip
     torch.testing.assert_close(state["down.0.body.1.running_mean"], torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_encoder_batchnorm_normalises_as_at_prediction(lightsheet, tmp_path):
+    """--freeze-encoder keeps the encoder's BatchNorm layers in eval mode while the rest trains: they normalise with
+    their stored statistics, as prediction does (in train mode they used each batch's own statistics, so the
+    encoder fine-tuned on features prediction never sees)."""
+    from fmc_ij.nn.factory import ModelConfig, build_model
+    from fmc_ij.train.init import freeze_encoder
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(ndim=3, depth=2, base=4, norm=True))
+    model.train()
+    with torch.no_grad():  # stored statistics that differ from any one batch's
+        for _ in range(3):
+            model(torch.randn(2, 1, 8, 16, 16) * 3 + 1)
+    freeze_encoder(model)
+    model.train()  # what the training loop does
+    bns = [m for n, m in model.named_modules() if n.startswith(("down.", "bottom.")) and
+           isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]  # fmt: skip
+    assert bns and not any(m.training for m in bns)
+    x = torch.randn(2, 1, 8, 16, 16)
+    with torch.no_grad():
+        enc_train = model.down[0](x)
+        model.eval()
+        enc_eval = model.down[0](x)
+    torch.testing.assert_close(enc_train, enc_eval)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("down.")}
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)  # statistics and counter kept

@@ -42,7 +42,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report (figures embedded) for a demo or a training run."""
     from fmc_ij.report import screenshot
-    from fmc_ij.report.run import run_report
+    from fmc_ij.run_report import run_report
 
     page = run_report(run, out, preview=preview)
     _out.print(f"report: [bold]{page}[/bold]")

@@ -156,16 +156,13 @@ def predict(
                           "halo": _parse_ints(halo, "--halo") if halo else None}  # fmt: skip
     opts: dict[str, Any] = {"output": output, "fallback": fallback, "uncertainty": not no_uncertainty}
     if workers or scheduler:
-        from fmc_ij.predict.distributed import dask_client, predict_files_dask, predict_volume_dask
+        from fmc_ij.predict.distributed import dask_client, predict_file_dask, predict_files_dask
 
         with dask_client(scheduler, workers) as client:
             files = collect_inputs(srcs, pattern)
             if len(files) == 1:  # one (large) image: spread its tiles
-                from fmc_ij.io import open_lazy
-                from fmc_ij.predict import write_prediction
-
-                pred = predict_volume_dask(client, model, files[0][0], device=device, tta=tta, **kw)
-                written = write_prediction(open_lazy(files[0][0]), dst / files[0][1], pred, **opts)
+                written = predict_file_dask(client, model, files[0][0], dst / files[0][1], device=device, tta=tta,
+                                            **kw, **opts)  # fmt: skip
             else:
                 written = predict_files_dask(client, model, srcs, dst, device=device, pattern=pattern, tta=tta, **kw,
                                              **opts)  # fmt: skip
@@ -184,7 +181,7 @@ def export(
     no_deepimagej: bool = typer.Option(False, "--no-deepimagej", help="Keep bioimageio.spec's newest rdf layout."),
 ) -> None:
     """Export a run as a bioimage.io bundle (TorchScript + state dict), tested before it is written."""
-    from fmc_ij.bioimageio import export as export_bundle
+    from fmc_ij.export import export as export_bundle
     from fmc_ij.io import imread
 
     if out.suffix.lower() != ".zip":
@@ -197,7 +194,7 @@ def export(
 @app.command()
 def validate(bundle: Path = typer.Argument(..., help="A bioimage.io bundle (.zip or rdf.yaml).")) -> None:
     """Run bioimage.io's official model test on a bundle and print a summary (exit 1 when it fails)."""
-    from fmc_ij.bioimageio import _require
+    from fmc_ij.export.bundle import _require
 
     _require()
     from bioimageio.core import test_model

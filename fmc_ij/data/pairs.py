@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmc_ij.data.patches import Normalizer, augment, foreground_weights, sample_patches, subsample_slices
+from fmc_ij.data.patches import augment, foreground_weights, sample_patches
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import Pair, check_image, discover, open_lazy
+from fmc_ij.norm import PMAX, PMIN, Normalizer, subsample_slices
 
 #: Foreground masks are computed on a strided copy of at most this many voxels (memory stays small).
 MASK_VOXELS = 2**22
@@ -42,6 +43,8 @@ class TrainPair:
     stride: int
     channel: str | None = None
     specimen: str = ""
+    #: Length unit of ``spacing`` (``pixel`` when uncalibrated).
+    unit: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -146,8 +149,9 @@ def open_pair(
     spacing: Sequence[float],
     channel: str | None = None,
     specimen: str | None = None,
-    pmin: float = 2.0,
-    pmax: float = 99.8,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
+    unit: str | None = None,
 ) -> TrainPair:
     """A :class:`TrainPair` from two arrays (numpy or lazy) of the same YX / ZYX shape."""
     if tuple(low.shape) != tuple(high.shape):
@@ -172,6 +176,7 @@ def open_pair(
         stride=stride,
         channel=channel,
         specimen=specimen or name,
+        unit=unit,
     )
 
 
@@ -186,8 +191,8 @@ def load_pairs(
     channels: Sequence[str] | None = None,
     low: str | None = None,
     high: str | None = None,
-    pmin: float = 2.0,
-    pmax: float = 99.8,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
     projection: bool = False,
 ) -> list[TrainPair]:
     """Open every registered pair of a dataset folder lazily (see :func:`fmc_ij.io.discover`).
@@ -235,6 +240,7 @@ def load_pairs(
                 specimen=_specimen(p),
                 pmin=pmin,
                 pmax=pmax,
+                unit=lo.meta.unit,
             )  # fmt: skip
         )
     return out

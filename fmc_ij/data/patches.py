@@ -1,7 +1,7 @@
 """Training patches from registered pairs: stored normalisation, foreground-weighted sampling, augmentation.
 
-- :class:`Normalizer` keeps each image's percentiles (2 / 99.8, as the challenge) so a model's input scaling
-  is recorded with the model and applied identically at prediction time.
+- Each image is scaled by its own percentiles (:class:`fmc_ij.norm.Normalizer`, 2 / 99.8 as the challenge), the
+  rule a model's contract records and prediction and bundles repeat.
 - :func:`sample_patches` draws patch corners with probability weighted towards foreground (a smoothed target
   above its Otsu level) and rejects patches whose target holds almost no foreground; the draw is reproducible
   from a seed.
@@ -12,74 +12,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from fmc_ij.errors import FmcInputError
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """``(x - lo) / (hi - lo)`` with the image's own percentiles; stored so prediction repeats it exactly."""
-
-    lo: float
-    hi: float
-
-    @classmethod
-    def fit(cls, image: np.ndarray, pmin: float = 2.0, pmax: float = 99.8, max_samples: int = 2**22) -> Normalizer:
-        """Percentiles of the image (a regular subsample above ``max_samples`` voxels: same answer to ~1e-3).
-
-        ``image`` may be lazy (memmap, zarr): only the subsample is read.
-        """
-        lo, hi = np.percentile(np.asarray(image[subsample_slices(image.shape, max_samples)]), (pmin, pmax))
-        if not np.isfinite([lo, hi]).all():
-            raise FmcInputError("image contains NaN or infinite values; cannot normalise it")
-        return cls(float(lo), float(hi if hi > lo else lo + 1.0))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - np.float32(self.lo)) / np.float32(self.hi - self.lo)).astype(np.float32)
-
-    def invert(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(y, np.float32) * np.float32(self.hi - self.lo) + np.float32(self.lo)
-
-    def scale(self, d: np.ndarray) -> np.ndarray:
-        """A difference or standard deviation in normalised units, back in the image's units."""
-        return (np.asarray(d, np.float32) * np.float32(self.hi - self.lo)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class ChannelNormalizer:
-    """One :class:`Normalizer` per channel of a channel-first array (``CYX``, ``CZYX``): each channel is scaled
-    with its own percentiles, as in training a multi-channel model."""
-
-    parts: tuple[Normalizer, ...]
-
-    @classmethod
-    def fit(cls, image: np.ndarray, pmin: float = 2.0, pmax: float = 99.8) -> ChannelNormalizer:
-        return cls(tuple(Normalizer.fit(image[c], pmin, pmax) for c in range(image.shape[0])))
-
-    def _each(self, x: np.ndarray, fn: str) -> np.ndarray:
-        if len(x) != len(self.parts):
-            raise FmcInputError(f"expected {len(self.parts)} channels first, got an array of shape {x.shape}")
-        return np.stack([getattr(n, fn)(x[c]) for c, n in enumerate(self.parts)])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._each(x, "__call__")
-
-    def invert(self, y: np.ndarray) -> np.ndarray:
-        return self._each(y, "invert")
-
-    def scale(self, d: np.ndarray) -> np.ndarray:
-        return self._each(d, "scale")
-
-
-def subsample_slices(shape: Sequence[int], max_voxels: int) -> tuple[slice, ...]:
-    """Strides (the same along every axis) that keep at most ``max_voxels`` of an array of ``shape``."""
-    n = int(np.prod(shape))
-    step = max(1, int(np.ceil((n / max_voxels) ** (1.0 / len(shape))))) if n > max_voxels else 1
-    return tuple(slice(None, None, step) for _ in shape)
+from fmc_ij.norm import ChannelNormalizer, Normalizer, subsample_slices  # noqa: F401 (re-exported)
 
 
 def foreground_weights(target: np.ndarray, smooth: float = 2.0) -> np.ndarray:

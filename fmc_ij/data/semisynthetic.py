@@ -19,6 +19,8 @@ from scipy import ndimage
 from fmc_ij.data.pairs import TrainPair, open_pair
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import imread
+from fmc_ij.io.dataset import FMC_PATTERN
+from fmc_ij.norm import PMAX, PMIN
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -125,8 +127,8 @@ def isotropic_dataset(
     *,
     psf_axial_fwhm: float | None = None,
     psf_lateral_fwhm: float | None = None,
-    pmin: float = 2.0,
-    pmax: float = 99.8,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
 ) -> list[TrainPair]:
     """Isotropic-CARE training pairs from every ZYX volume matching ``pattern`` below ``root``.
 
@@ -145,5 +147,9 @@ def isotropic_dataset(
         low, high = isotropic_pairs(img.data, img.meta.voxel_size("ZYX"), psf_axial_fwhm=psf_axial_fwhm,
                                     psf_lateral_fwhm=psf_lateral_fwhm)  # fmt: skip
         dy, dx = img.meta.voxel_size("YX")
-        out.append(open_pair(low, high, name=f.stem, axes="ZYX", spacing=(1.0, dy, dx), pmin=pmin, pmax=pmax))
+        # One specimen's channels and views (image_N_<channel>_<angle|fused>) stay on one side of the split.
+        m = FMC_PATTERN.match(f.name)
+        out.append(open_pair(low, high, name=f.stem, axes="ZYX", spacing=(1.0, dy, dx), pmin=pmin, pmax=pmax,
+                             channel=img.meta.channel or (m["channel"].lower() if m else None),
+                             specimen=f"image_{m['index']}" if m else f.stem, unit=img.meta.unit))  # fmt: skip
     return out

@@ -24,6 +24,8 @@ import torch
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.pixel import check_images
+from fmc_ij.norm import PMAX, PMIN, percentile_range
+from fmc_ij.norm import percentile_normalize as _normalize
 from fmc_ij.progress import track
 
 K1, K2 = 0.01, 0.03
@@ -34,26 +36,18 @@ _log = logging.getLogger(__name__)
 _compiled: dict[str, Callable] = {}
 
 
-def percentile_normalize(
-    x: np.ndarray, pmin: float = 2.0, pmax: float = 99.8, *, clip: bool = False, eps: float = 0.0
-) -> np.ndarray:
+def percentiles(x: np.ndarray, pmin: float = PMIN, pmax: float = PMAX) -> tuple[float, float]:
+    """Both percentiles of the whole image, every voxel counted (works on memory-mapped arrays)."""
+    return percentile_range(x, pmin, pmax, max_samples=None)
+
+
+def percentile_normalize(x: np.ndarray, pmin: float = PMIN, pmax: float = PMAX, *, clip: bool = False) -> np.ndarray:
     """The challenge's normalisation: ``(x - p_min) / (p_max - p_min)`` over the whole image, unclipped.
 
     If both percentiles are equal the image is returned unchanged (as the organisers' ``tools.py`` does).
     ``clip=True`` gives the clipped variant some teams trained with.
     """
-    x = np.asarray(x)
-    lo, hi = percentiles(x, pmin, pmax)
-    if hi == lo:
-        return x.astype(np.float32)
-    out = (x.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo + eps)
-    return np.clip(out, 0.0, 1.0) if clip else out
-
-
-def percentiles(x: np.ndarray, pmin: float = 2.0, pmax: float = 99.8) -> tuple[float, float]:
-    """Both percentiles of the flattened image in one pass (works on memory-mapped arrays)."""
-    lo, hi = np.percentile(np.asarray(x).reshape(-1), (pmin, pmax))
-    return float(lo), float(hi)
+    return _normalize(x, pmin, pmax, clip=clip, flat="identity")
 
 
 def gaussian_weights(sigma: float = 1.5, truncate: float = 3.5) -> list[float]:

@@ -62,6 +62,16 @@ class DiscriminatorConfig(BaseModel):
     hidden: int = Field(64, ge=1)
 
 
+#: The one map between config names and network classes; a class's module file is what bioimage.io bundles carry
+#: as their architecture (each imports only torch).
+ARCHITECTURES: dict[str, type[nn.Module]] = {"care": UNet, "wang": WangGenerator, "projection": ProjectionUNet}
+
+
+def arch_name(class_name: str) -> str | None:
+    """The config name (``care``, ``wang``, ``projection``) of a network class name, None for other classes."""
+    return next((k for k, c in ARCHITECTURES.items() if c.__name__ == class_name), None)
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The network described by ``cfg`` (freshly initialised)."""
     if cfg.arch == "wang":

@@ -34,11 +34,14 @@ class ResBlock(nn.Module):
 
 
 class WangGenerator(nn.Module):
-    """Residual U-Net generator with ``depth`` (4 in the paper) down and up blocks."""
+    """Residual U-Net generator with ``depth`` (4 in the paper) down and up blocks; a 2D one with ``planes`` also
+    takes volumes (N, C, Z, Y, X), restoring each plane (as :class:`fmc_ij.nn.UNet`)."""
 
-    def __init__(self, ndim: int = 3, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 4):
+    def __init__(self, ndim: int = 3, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 4,
+                 planes: bool = False):  # fmt: skip
         super().__init__()
         self.ndim = ndim
+        self.planes = planes and ndim == 2
         conv = nn.Conv3d if ndim == 3 else nn.Conv2d
         up = nn.ConvTranspose3d if ndim == 3 else nn.ConvTranspose2d
         self.down = nn.ModuleList()
@@ -58,6 +61,14 @@ class WangGenerator(nn.Module):
         self.depth = depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.planes and x.dim() == 5:
+            n, z = x.shape[0], x.shape[2]
+            out = self.restore_planes(x.transpose(1, 2).reshape(n * z, x.shape[1], x.shape[3], x.shape[4]))
+            return out.reshape(n, z, out.shape[1], out.shape[2], out.shape[3]).transpose(1, 2)
+        return self.restore_planes(x)
+
+    def restore_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on (N, C, *spatial) input of its own dimensionality."""
         skips: list[torch.Tensor] = []
         h = x
         for block in self.down:

@@ -87,6 +87,10 @@ class UNet(nn.Module):
     mean_floor : float, optional
         Clamp the mean channels from below (the background level). Off in training; exported probabilistic
         bundles set it, since a postprocessing clip would also clip the log-scale channels.
+    planes : bool
+        A 2D network that also takes volumes (N, C, Z, Y, X) and restores each plane on its own: the bundle of a
+        2D model trained on volumes takes the whole volume, so its percentile scaling spans the volume as in
+        training.
     """
 
     def __init__(
@@ -103,11 +107,13 @@ class UNet(nn.Module):
         probabilistic: bool = False,
         n_conv: int = 2,
         mean_floor: float | None = None,
+        planes: bool = False,
     ):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
         self.ndim = ndim
+        self.planes = planes and ndim == 2
         self.residual = residual and in_channels == out_channels
         self.probabilistic = probabilistic
         self.set_mean_floor(mean_floor)
@@ -138,6 +144,14 @@ class UNet(nn.Module):
         return F.max_pool2d(x, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.planes and x.dim() == 5:
+            n, z = x.shape[0], x.shape[2]
+            out = self.restore_planes(x.transpose(1, 2).reshape(n * z, x.shape[1], x.shape[3], x.shape[4]))
+            return out.reshape(n, z, out.shape[1], out.shape[2], out.shape[3]).transpose(1, 2)
+        return self.restore_planes(x)
+
+    def restore_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on (N, C, *spatial) input of its own dimensionality."""
         skips: list[torch.Tensor] = []
         h = x
         for i, block in enumerate(self.down):

@@ -9,12 +9,14 @@ fallback to the input, files with metadata kept (the challenge container layout)
 from fmc_ij.predict.core import Prediction, difference_weight, fallback_blend, predict_array
 from fmc_ij.predict.files import collect_inputs, predict_file, predict_files, write_prediction
 from fmc_ij.predict.model import ChannelPredictors, Predictor, load_one, load_predictor
+from fmc_ij.predict.restore import Restored, restore
 from fmc_ij.predict.tiles import Tile, pad_tile, tile_grid
 
 __all__ = [
     "ChannelPredictors",
     "Prediction",
     "Predictor",
+    "Restored",
     "Tile",
     "collect_inputs",
     "difference_weight",
@@ -25,6 +27,7 @@ __all__ = [
     "predict_array",
     "predict_file",
     "predict_files",
+    "restore",
     "tile_grid",
     "write_prediction",
 ]

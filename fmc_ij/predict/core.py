@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fmc_ij.data.patches import ChannelNormalizer, Normalizer
 from fmc_ij.errors import FmcInputError
+from fmc_ij.norm import ChannelNormalizer, Normalizer
 from fmc_ij.predict.model import Predictor
 from fmc_ij.predict.tiles import Tile, auto_tile, pad_tile, tile_grid
 from fmc_ij.progress import track

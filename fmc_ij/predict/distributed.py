@@ -1,8 +1,10 @@
-"""Prediction on a Dask cluster: one task per file, or one task per group of tiles of a huge volume.
+"""Prediction on a Dask cluster: one task per file, or one task per group of tiles of a huge image.
 
-Workers open the model and the (lazy) input themselves, so only paths, tile coordinates and the
-normalisation travel; tiles are the same as in a single process and batched the same way, so the result is
-the same. ``fmc-ij predict --workers N`` starts a LocalCluster; ``--scheduler ADDRESS`` joins a running one.
+Workers open the model themselves (once per process), so only paths, tile coordinates and the normalisation
+travel; a file-backed image travels as its path (each tile read on the worker), an in-memory one is scattered
+once. Tiles and batches are those of one process, and the model's task runs through the same
+:func:`fmc_ij.predict.restore.restore` (isotropic, projection, flips, ensembles), so the result is the same.
+``fmc-ij predict --workers N`` starts a LocalCluster; ``--scheduler ADDRESS`` joins a running one.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmc_ij.data.patches import Normalizer
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import open_lazy
+from fmc_ij.norm import ChannelNormalizer, Normalizer
 from fmc_ij.predict.core import Prediction, plan_tiles, run_tiles
-from fmc_ij.predict.files import collect_inputs, predict_file
-from fmc_ij.predict.model import ChannelPredictors, Predictor, load_one, load_predictor
+from fmc_ij.predict.files import _Fresh, collect_inputs, predict_file
+from fmc_ij.predict.model import ChannelPredictors, Predictor, load_predictor
 from fmc_ij.progress import track
 
 _CACHE: dict[tuple[str, str, bool], Predictor | ChannelPredictors] = {}
@@ -81,43 +84,69 @@ def predict_files_dask(
     return written
 
 
-def _tile_task(model: str, device: str, tta: bool, src: str, norm: tuple[float, float], chunk: list) -> list:
+def _tile_task(model: str, device: str, tta: bool, image: Any, norm: Any, chunk: list) -> list:
     p = _predictor(model, device, tta)
-    image = open_lazy(src).data
-    return run_tiles(p, image, Normalizer(*norm), chunk)
+    assert isinstance(p, Predictor)
+    return run_tiles(p, image, norm, chunk)
 
 
-def predict_volume_dask(
+@dataclass
+class DaskTiles:
+    """A tile runner (an ``engine`` for :func:`fmc_ij.predict.restore.restore` and :func:`predict_file`) that
+    spreads the tile groups of one image over a Dask cluster; same tiles and batches as
+    :func:`fmc_ij.predict.predict_array`, hence the same result."""
+
+    client: Any
+    model: str
+    device: str = "cpu"
+    tta: bool = False
+
+    def __call__(
+        self,
+        predictor: Predictor,
+        image: Any,
+        *,
+        tile: Sequence[int] | None = None,
+        halo: Sequence[int] | None = None,
+        border: Sequence[int] | None = None,
+        batch: int = 1,
+        out: Any | None = None,
+        uncertainty_out: Any | None = None,
+        normalizer: Normalizer | ChannelNormalizer | None = None,
+        progress: bool = True,
+    ) -> Prediction:
+        shape = tuple(int(s) for s in image.shape)
+        spatial = shape[1:] if predictor.channels > 1 else shape
+        fit = ChannelNormalizer.fit if predictor.channels > 1 else Normalizer.fit
+        norm = normalizer or fit(image, predictor.pmin, predictor.pmax)
+        chunks = plan_tiles(predictor, spatial, tile=tile, halo=halo, border=border, batch=batch)
+        # A file travels as its path (workers read their tiles); anything else is sent once to every worker.
+        ref = image if isinstance(image, _Fresh) else self.client.scatter(np.asarray(image), broadcast=True)
+        mean = out if out is not None else np.zeros(shape, np.float32)
+        unc = uncertainty_out
+        if unc is None and predictor.has_uncertainty:
+            unc = np.zeros(shape, np.float32)
+        futures = [self.client.submit(_tile_task, self.model, self.device, self.tta, ref, norm, c, pure=False)
+                   for c in chunks]  # fmt: skip
+        done = track(futures, "predict (dask tiles)", total=len(futures)) if progress else futures
+        for f in done:
+            for dst, m, u in f.result():
+                mean[dst] = m
+                if unc is not None and u is not None:
+                    unc[dst] = u
+        return Prediction(mean, unc, norm)
+
+
+def predict_file_dask(
     client: Any,
     model: str | os.PathLike,
     src: str | os.PathLike,
+    dst: str | os.PathLike,
     *,
     device: str = "cpu",
-    tile: Sequence[int] | None = None,
-    halo: Sequence[int] | None = None,
-    batch: int = 1,
-    out: Any | None = None,
     tta: bool = False,
-) -> Prediction:
-    """Predict one (large) image with its tile groups spread over the cluster.
-
-    Same tiles and batches as :func:`fmc_ij.predict.predict_array`, hence the same result.
-    """
-    p = load_one(model, "cpu")
-    p.tta = tta
-    if p.channels > 1:
-        raise FmcInputError("predict multi-channel images file by file on a cluster (predict_files_dask)")
-    image = open_lazy(src).data
-    norm = Normalizer.fit(image, p.pmin, p.pmax)
-    chunks = plan_tiles(p, tuple(image.shape), tile=tile, halo=halo, batch=batch)
-    shape = tuple(image.shape)
-    mean = out if out is not None else np.zeros(shape, np.float32)
-    unc = np.zeros(shape, np.float32) if p.has_uncertainty else None
-    futures = [client.submit(_tile_task, str(model), device, tta, str(src), (norm.lo, norm.hi), c, pure=False)
-               for c in chunks]  # fmt: skip
-    for f in track(futures, "predict (dask tiles)", total=len(futures)):
-        for dst, m, u in f.result():
-            mean[dst] = m
-            if unc is not None and u is not None:
-                unc[dst] = u
-    return Prediction(mean, unc, norm)
+    **kwargs: Any,
+) -> list[Path]:
+    """:func:`fmc_ij.predict.predict_file` with the tile groups of one (large) image spread over the cluster."""
+    p = _predictor(str(model), "cpu", tta)
+    return predict_file(p, src, dst, engine=DaskTiles(client, str(model), device, tta), **kwargs)

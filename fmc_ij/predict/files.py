@@ -13,10 +13,10 @@ import numpy as np
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import Image, check_image, imagej_dtype, imwrite, open_lazy, to_dtype
 from fmc_ij.io.dataset import FMC_PATTERN
-from fmc_ij.predict.core import Prediction, fallback_blend, predict_array
+from fmc_ij.predict.core import Prediction, fallback_blend
 from fmc_ij.predict.foreign import BundlePredictor
-from fmc_ij.predict.isotropic import predict_isotropic
 from fmc_ij.predict.model import ChannelPredictors, Predictor
+from fmc_ij.predict.restore import Engine, Restored, restore
 
 Output = Literal["input", "float32", "normalized"]
 _SUFFIXES = (".tif", ".tiff")
@@ -66,55 +66,33 @@ def predict_file(
     batch: int = 1,
     progress: bool = True,
     stream: bool | None = None,
+    engine: Engine | None = None,
 ) -> list[Path]:
     """Predict one image file; write ``dst`` (and ``<dst stem>_uncertainty.tif``) with the input's metadata.
 
     ``output``: ``"input"`` maps the prediction back to the input's intensity scale and dtype (uint16 for
     the challenge), ``"float32"`` keeps that scale as float32, ``"normalized"`` writes target-normalised units.
     ``stream`` (default: above :data:`STREAM_VOXELS`) reads the input tile by tile and writes the result
-    through a temporary zarr store beside ``dst``, plane by plane: peak memory follows the tile.
+    through a temporary zarr store beside ``dst``, plane by plane: peak memory follows the tile (same-grid
+    models; isotropic and projection results are held in memory). ``engine``: the tile runner (default this
+    process; :class:`fmc_ij.predict.distributed.DaskTiles` for a cluster).
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
     if isinstance(predictor, BundlePredictor):  # another tool's model: its own scaling, float32 out
         check_image(img.data, src.name, what="prediction", axes=img.axes)
-        return [imwrite(dst, predictor.predict(np.asarray(img.data), img.axes), img.meta)]
-    if isinstance(predictor, Predictor) and predictor.channels > 1 and "C" in img.axes:
-        img = _channel_first(img, src.name)
-    else:
-        check_image(img.data, src.name, what="prediction", axes=img.axes)
+        res = predictor.predict(np.asarray(img.data), img.axes)
+        meta = img.meta if res.ndim == len(img.axes) else img.meta.replace(axes="C" + img.axes)
+        return [imwrite(dst, res, meta)]
     if isinstance(predictor, ChannelPredictors):  # one model per channel: the image's own
         m = FMC_PATTERN.match(src.name)
         predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
-    kw = {"tile": tile, "halo": halo, "batch": batch, "progress": progress}
-    if predictor.channels > 1 and (img.axes[0] != "C" or img.shape[0] != predictor.channels):
-        raise FmcInputError(
-            f"{src.name}: this model restores {predictor.channels} channels together "
-            f"({', '.join(predictor.channel_names) or 'in training order'}); give a {predictor.channels}-channel "
-            f"image (axes CZYX or CYX), got {img.axes} {tuple(img.shape)}, or a folder with one "
-            "image_N_<channel>_angle.tif per channel"
-        )
-    if predictor.task == "isotropic":  # a new, finer Z grid: in memory, the voxel size updated
-        if fallback is not None:
-            raise FmcInputError("--fallback blends with the input's grid; an isotropic model changes the grid")
-        if img.axes != "ZYX":
-            raise FmcInputError(f"{src.name}: isotropic restoration needs a ZYX volume, got axes {img.axes}")
-        vox = img.meta.voxel_size("ZYX")
-        pred, spacing = predict_isotropic(predictor, np.asarray(img.data), vox, progress=progress)
-        iso = Image(pred.image, img.meta.replace(spacing=dict(zip("ZYX", spacing))))
-        return write_prediction(iso, dst, pred, output=output, uncertainty=uncertainty, dtype=img.dtype)
-    if predictor.model.arch == "projection":  # ZYX in, the YX surface image out
-        if img.axes != "ZYX":
-            raise FmcInputError(f"{src.name}: a projection model takes ZYX volumes, got axes {img.axes}")
-        pred = predict_array(predictor, img.data, **kw)
-        plane = Prediction(np.asarray(pred.image)[0], None if pred.uncertainty is None else
-                           np.asarray(pred.uncertainty)[0], pred.normalizer)  # fmt: skip
-        lateral = {k: v for k, v in img.spacing.items() if k != "Z"}
-        flat = Image(plane.image, img.meta.replace(axes="YX", spacing=lateral))
-        return write_prediction(flat, dst, plane, output=output, uncertainty=uncertainty, dtype=img.dtype)
-    if not (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream):
-        pred = predict_array(predictor, img.data, **kw)
-        return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty, fallback=fallback)
+    img = _model_layout(predictor, img, src.name)
+    kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine}
+    streamed = predictor.task == "restore" and (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream)
+    if not streamed:
+        res = restore(predictor, img.data, axes=img.axes, spacing=img.spacing, **kw)
+        return write_prediction(img, dst, res, output=output, uncertainty=uncertainty, fallback=fallback)
     if fallback is not None:
         raise FmcInputError(f"{src.name}: --fallback needs the volume in memory; it is too large, predict without it")
     import zarr
@@ -127,10 +105,27 @@ def predict_file(
         if uncertainty and predictor.has_uncertainty:
             unc = zarr.open_array(f"{tmp}/unc.zarr", mode="w", shape=img.shape, chunks=chunks, dtype="float32")
         # Fresh memory maps index the file's own axis order; a channel-first view reads through its own map.
-        fresh = isinstance(img.data, np.memmap) and predictor.channels == 1
+        # (a cluster's workers read their tiles the same way: the reader travels as the file's path).
+        fresh = predictor.channels == 1 and (isinstance(img.data, np.memmap) or engine is not None)
         reader = _Fresh(src, img.data) if fresh else img.data
-        pred = predict_array(predictor, reader, out=mean, uncertainty_out=unc, **kw)
-        return write_prediction(img, dst, pred, output=output, uncertainty=uncertainty)
+        res = restore(predictor, reader, axes=img.axes, spacing=img.spacing, out=mean, uncertainty_out=unc, **kw)
+        return write_prediction(img, dst, res, output=output, uncertainty=uncertainty)
+
+
+def _model_layout(predictor: Predictor, img: Image, name: str) -> Image:
+    """``img`` as the model takes it (a multi-channel model: channel first), each channel checked."""
+    if predictor.channels > 1 and "C" in img.axes:
+        img = _channel_first(img, name)
+    else:
+        check_image(img.data, name, what="prediction", axes=img.axes)
+    if predictor.channels > 1 and (img.axes[0] != "C" or img.shape[0] != predictor.channels):
+        raise FmcInputError(
+            f"{name}: this model restores {predictor.channels} channels together "
+            f"({', '.join(predictor.channel_names) or 'in training order'}); give a {predictor.channels}-channel "
+            f"image (axes CZYX or CYX), got {img.axes} {tuple(img.shape)}, or a folder with one "
+            "image_N_<channel>_angle.tif per channel"
+        )
+    return img
 
 
 def _channel_first(img: Image, name: str) -> Image:
@@ -146,18 +141,26 @@ def _channel_first(img: Image, name: str) -> Image:
 def write_prediction(
     img: Image,
     dst: str | os.PathLike,
-    pred: Prediction,
+    pred: Prediction | Restored,
     *,
     output: Output = "input",
     uncertainty: bool = True,
     fallback: Literal["difference", "uncertainty"] | None = None,
-    dtype: Any = None,
 ) -> list[Path]:
-    """Write a :class:`Prediction` of ``img`` (fallback, rescaling and dtype as in :func:`predict_file`;
-    ``dtype``: the input's, when ``img`` holds something else)."""
+    """Write the prediction of ``img`` (fallback, rescaling and dtype as in :func:`predict_file`); a
+    :class:`Restored` on another grid (isotropic, projection) is written with its own axes and voxel size and
+    the input's dtype."""
     dst = Path(dst)
+    meta, same_grid = img.meta, True
+    if isinstance(pred, Restored):
+        same_grid = pred.same_grid
+        if not same_grid:
+            meta = img.meta.replace(axes=pred.axes, spacing=pred.spacing)
+        pred = pred.prediction
     mean, unc, norm = pred.image, pred.uncertainty, pred.normalizer
     if fallback is not None:
+        if not same_grid:
+            raise FmcInputError("--fallback blends with the input's grid; this model's task changes the grid")
         mean = fallback_blend(norm(np.asarray(img.data)), np.asarray(mean), unc, mode=fallback)
 
     def convert(a: np.ndarray) -> np.ndarray:
@@ -169,11 +172,11 @@ def write_prediction(
         # In-memory results convert at once; on-disk ones (streaming) convert plane by plane while written.
         return fn(a) if isinstance(a, np.ndarray) else _Converted(a, fn, dtype)
 
-    out_dtype = imagej_dtype(dtype or img.dtype) if output == "input" else np.float32
-    written = [imwrite(dst, lazy(mean, convert, out_dtype), img.meta)]
+    out_dtype = imagej_dtype(img.dtype) if output == "input" else np.float32
+    written = [imwrite(dst, lazy(mean, convert, out_dtype), meta)]
     if uncertainty and unc is not None:
         sd = lazy(unc, (lambda a: np.asarray(a, np.float32)) if output == "normalized" else norm.scale, np.float32)
-        written.append(imwrite(dst.with_name(dst.name.split(".")[0] + "_uncertainty.tif"), sd, img.meta))
+        written.append(imwrite(dst.with_name(dst.name.split(".")[0] + "_uncertainty.tif"), sd, meta))
     return written
 
 
@@ -264,10 +267,11 @@ def predict_channels(
     for c, i in imgs.items():
         check_image(i.data, srcs[c].name, what="prediction", axes=i.axes)
     stack = np.stack([np.asarray(i.data) for i in imgs.values()])
-    pred = predict_array(predictor, stack, **tiling)
+    first = next(iter(imgs.values()))
+    res = restore(predictor, stack, axes="C" + first.axes, spacing=first.spacing, **tiling)
     written: list[Path] = []
     for k, (c, img) in enumerate(imgs.items()):
-        one = Prediction(np.asarray(pred.image)[k], None if pred.uncertainty is None else
-                         np.asarray(pred.uncertainty)[k], pred.normalizer.parts[k])  # type: ignore[union-attr]  # fmt: skip
+        one = Prediction(np.asarray(res.image)[k], None if res.uncertainty is None else
+                         np.asarray(res.uncertainty)[k], res.normalizer.parts[k])  # type: ignore[union-attr]  # fmt: skip
         written += write_prediction(img, dsts[c], one, output=output, uncertainty=uncertainty, fallback=fallback)
     return written

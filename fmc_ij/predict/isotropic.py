@@ -10,13 +10,14 @@ Z voxel size is the lateral one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from fmc_ij.data.patches import Normalizer
 from fmc_ij.data.semisynthetic import isotropic_factor
 from fmc_ij.errors import FmcInputError
+from fmc_ij.norm import Normalizer
 from fmc_ij.predict.core import Prediction, predict_array
 from fmc_ij.predict.model import Predictor
 
@@ -37,7 +38,9 @@ def predict_isotropic(
     volume: np.ndarray,
     spacing: Sequence[float],
     *,
-    progress: bool = True,
+    engine: Callable[..., Prediction] = predict_array,
+    normalizer: Normalizer | None = None,
+    **tiling: Any,
 ) -> tuple[Prediction, tuple[float, float, float]]:
     """Restore ``volume`` (ZYX) onto the isotropic grid; returns the prediction and its voxel size.
 
@@ -48,6 +51,12 @@ def predict_isotropic(
     volume : ndarray (Z, Y, X)
     spacing : (dz, dy, dx)
         The input's voxel size; k = dz / dx sets the upsampling.
+    engine : callable
+        The tile runner for the two passes (:func:`predict_array`, or a cluster's).
+    normalizer : Normalizer, optional
+        Input scaling; default the volume's own percentiles (one scaling for both passes).
+    tiling
+        ``tile``, ``halo``, ``batch``, ``progress`` for the engine.
 
     Returns
     -------
@@ -62,9 +71,9 @@ def predict_isotropic(
     k = isotropic_factor(spacing)
     up = upsample_z(volume, k)
     # One normaliser for both passes, from the input volume (the training pairs were lateral planes of it).
-    norm = Normalizer.fit(np.asarray(volume), predictor.pmin, predictor.pmax)
-    xz = predict_array(predictor, up.transpose(1, 0, 2), normalizer=norm, progress=progress)  # planes (Z', X)
-    yz = predict_array(predictor, up.transpose(2, 0, 1), normalizer=norm, progress=progress)  # planes (Z', Y)
+    norm = normalizer or Normalizer.fit(np.asarray(volume), predictor.pmin, predictor.pmax)
+    xz = engine(predictor, np.ascontiguousarray(up.transpose(1, 0, 2)), normalizer=norm, **tiling)  # planes (Z', X)
+    yz = engine(predictor, np.ascontiguousarray(up.transpose(2, 0, 1)), normalizer=norm, **tiling)  # planes (Z', Y)
     a, b = np.asarray(xz.image).transpose(1, 0, 2), np.asarray(yz.image).transpose(1, 2, 0)
     mean, unc = 0.5 * (a + b), 0.5 * np.abs(a - b)
     passes = ((xz, (1, 0, 2)), (yz, (1, 2, 0)))

@@ -2,7 +2,7 @@
 
 - :mod:`fmc_ij.report.figures`: orthogonal views, distributions, curves (matplotlib, headless);
 - :mod:`fmc_ij.report.html`: one-file HTML pages with the PNGs embedded;
-- :mod:`fmc_ij.report.run`: the report of a training run or a demo folder (``fmc-ij report RUN``).
+- :mod:`fmc_ij.run_report` (one level up: it predicts) builds the report of a training run or a demo folder.
 """
 
 from fmc_ij.report.figures import (

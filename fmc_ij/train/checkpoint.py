@@ -16,8 +16,9 @@ import torch
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import atomic_path
+from fmc_ij.model_io import MODEL_FILE, TrainingData, contract_from_config, safe_load, write_model
 
-LAST, BEST, MODEL = "last.pt", "best.pt", "model.pt"
+LAST, BEST, MODEL = "last.pt", "best.pt", MODEL_FILE
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,18 +44,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def safe_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` that runs no code from the file (``weights_only``): tensors, plain Python values and the numpy
-    arrays of the saved RNG states only. Raises the loader's error for anything else."""
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    allowed = [np.dtype, np.ndarray, _reconstruct, type(np.dtype(np.uint32)), type(np.dtype(np.float64))]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location=map_location, weights_only=True)
-
-
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise FmcInputError(f"{path}: no checkpoint to resume from; start the run again with --overwrite")
@@ -64,7 +53,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise FmcInputError(f"{path}: not a readable fmc-ij checkpoint ({type(err).__name__})") from None
 
 
-def save_model(path: Path, model: torch.nn.Module, config: dict[str, Any], **info: Any) -> Path:
-    """The trained network alone (weights + the run's config), for prediction and export."""
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_checkpoint(path, {"format": "fmc-ij-model/1", "config": config, "state_dict": sd, **info})
+def save_model(path: Path, model: torch.nn.Module, config: dict[str, Any], *, data: TrainingData | None = None,
+               **info: Any) -> Path:  # fmt: skip
+    """The trained network alone, with its contract (from the training ``config`` and ``data``) and the config
+    itself, for prediction, fine-tuning and export (:func:`fmc_ij.model_io.write_model`)."""
+    contract = contract_from_config(config, data=data, step=info.get("step"), metrics=info.get("metrics") or {})
+    return write_model(path, model, contract, training=config, **info)

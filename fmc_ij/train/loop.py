@@ -30,10 +30,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fmc_ij.data.pairs import AnyPair, PatchBatches, load_pairs, split_by_specimen, stack_channels
+from fmc_ij.data.pairs import AnyPair, PatchBatches, StackedPair, load_pairs, split_by_specimen, stack_channels
 from fmc_ij.data.semisynthetic import isotropic_dataset
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
+from fmc_ij.model_io import TrainingData
 from fmc_ij.nn.factory import build_discriminator, build_model
 from fmc_ij.nn.infer import (
     autocast,
@@ -270,6 +271,21 @@ def _load_pairs(cfg: TrainConfig) -> list[AnyPair]:
     return list(stack_channels(pairs, d.channels)) if d.multichannel else list(pairs)
 
 
+def training_data(pairs: list[AnyPair], cfg: TrainConfig) -> TrainingData:
+    """What a model's contract records about its training data: the pairs' axes and voxel size (a 2D model on
+    volumes learned the last two), the median raw intensity range of inputs and targets, channels, specimens."""
+    parts = [q for p in pairs for q in (p.parts if isinstance(p, StackedPair) else [p])]
+    first = parts[0]
+    axes, spacing = first.axes, list(first.spacing)
+    lo_in = np.median([(q.norm_low.lo, q.norm_low.hi) for q in parts], axis=0)
+    lo_gt = np.median([(q.norm_high.lo, q.norm_high.hi) for q in parts], axis=0)
+    return TrainingData(axes=axes, voxel_size=[float(v) for v in spacing], unit=first.unit,
+                        input_range=[float(v) for v in lo_in], target_range=[float(v) for v in lo_gt],
+                        channels=sorted({q.channel for q in parts if q.channel}) if not cfg.data.multichannel
+                        else [str(c) for c in cfg.data.channels or []],
+                        specimens=sorted({q.specimen for q in parts}), root=cfg.data.root)  # fmt: skip
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 def train(
     cfg: TrainConfig,
@@ -306,8 +322,8 @@ def train(
     )
     init_state = None
     if cfg.init and not resume:  # the architecture comes with the weights (a resumed run has both saved)
-        init_model, init_state = load_init(cfg.init)
-        cfg = cfg.model_copy(update={"model": init_model})
+        init_contract, init_state = load_init(cfg.init)
+        cfg = cfg.model_copy(update={"model": init_contract.network})
     n_ch = len(train_pairs[0].channels)
     if (cfg.model.in_channels, cfg.model.out_channels) != (n_ch, n_ch):
         if cfg.init:
@@ -372,6 +388,7 @@ def _train_one(
         disc = build_discriminator(cfg.gan.discriminator, mcfg.ndim).to(device)
         d_opt = _optimizer(disc.parameters(), cfg, lr=cfg.gan.d_lr)
     loss_fn = make_loss(cfg.loss, mcfg.probabilistic)
+    seen = training_data(train_pairs, cfg)  # what the model's contract records about its data
 
     step, best, best_step, bad, elapsed0, history = 0, -math.inf, 0, 0, 0.0, []
     run_loss, run_d, n_run, n_d = 0.0, 0.0, 0, 0  # loss sums since the last log row
@@ -415,7 +432,7 @@ def _train_one(
         s = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "step": step, "best": best, "best_step": best_step, "bad": bad, "history": history,
              "elapsed": elapsed0 + time.perf_counter() - t_start, "rng": rng_state(),
-             "config": cfg.model_dump(mode="json"), "stopped": stop,
+             "config": cfg.model_dump(mode="json"), "stopped": stop, "data": seen.model_dump(mode="json"),
              "running": (run_loss, run_d, n_run, n_d)}  # fmt: skip
         if disc is not None:
             s["disc"], s["disc_optimizer"] = disc.state_dict(), d_opt.state_dict()
@@ -476,7 +493,8 @@ def _train_one(
                     if score > best:
                         best, best_step, bad = score, step, 0
                         save_checkpoint(ckpt_dir / BEST, state())
-                        save_model(out / MODEL, model, cfg.model_dump(mode="json"), step=step, metrics=metrics)
+                        save_model(out / MODEL, model, cfg.model_dump(mode="json"), data=seen, step=step,
+                                   metrics=metrics)  # fmt: skip
                     else:
                         bad += 1
                     if cfg.patience and bad >= cfg.patience and not time_up:
@@ -498,7 +516,7 @@ def _train_one(
             if stop_now:
                 break
     if dd.main and not (out / MODEL).exists():
-        save_model(out / MODEL, model, cfg.model_dump(mode="json"), step=step, metrics={})
+        save_model(out / MODEL, model, cfg.model_dump(mode="json"), data=seen, step=step, metrics={})
     if dd.world > 1:
         dist.barrier()
     return TrainResult(out, step, best_step, best, stopped, history)

@@ -21,7 +21,7 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import imread
-from fmc_ij.metrics.ssim import percentiles
+from fmc_ij.metrics.ssim import percentile_normalize, percentiles
 from fmc_ij.report.figures import display_range, line_plot, orthoviews
 from fmc_ij.report.html import Body, Raw, html_report
 
@@ -30,8 +30,7 @@ MANIFEST = "demo.json"
 
 def _norm(x: np.ndarray) -> np.ndarray:
     """The challenge's normalisation (2nd / 99.8th percentiles, unclipped), as the metrics apply it."""
-    lo, hi = percentiles(x)
-    return ((np.asarray(x, np.float32) - lo) / max(hi - lo, 1e-12)).astype(np.float32)
+    return percentile_normalize(x)
 
 
 def comparison_figures(
@@ -209,7 +208,7 @@ def _preview(run: Path, figdir: Path) -> list[tuple[str, Body]]:
     """The model on the centre of its first validation pair (a training run without predictions)."""
     from fmc_ij.data import load_pairs, split_by_specimen
     from fmc_ij.metrics.ssim import n_ssim_from, percentiles, ssim
-    from fmc_ij.predict import load_predictor, predict_array
+    from fmc_ij.predict import Predictor, load_predictor, restore
     from fmc_ij.train import TrainConfig
 
     cfg = TrainConfig.load(run / "config.yaml")
@@ -218,12 +217,14 @@ def _preview(run: Path, figdir: Path) -> list[tuple[str, Body]]:
     pairs = load_pairs(cfg.data.root, channels=cfg.data.channels, low=cfg.data.low, high=cfg.data.high)
     _, val = split_by_specimen(pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed)
     predictor = load_predictor(run)
+    if not isinstance(predictor, Predictor) or predictor.task != "restore":
+        return [("Preview", "the preview compares on the input's grid; this model changes it (or is per-channel)")]
     figs, rows = [], []
     for pair in (val or pairs)[:2]:
         crop = [min(c, s) for c, s in zip(cfg.data.val_crop[-len(pair.shape) :], pair.shape)]
         sl = tuple(slice((s - c) // 2, (s - c) // 2 + c) for s, c in zip(pair.shape, crop))
         x, y = np.asarray(pair.low[sl]), np.asarray(pair.high[sl])
-        res = predict_array(predictor, x, progress=False)
+        res = restore(predictor, x, axes=pair.axes, spacing=dict(zip(pair.axes, pair.spacing)), progress=False)
         pred = res.normalizer.invert(res.image)
         unc = None if res.uncertainty is None else res.normalizer.scale(res.uncertainty)
         s_in = ssim(x, y, normalize=(percentiles(x), percentiles(y)), data_range=1.0)

@@ -1,0 +1,100 @@
+"""The one place that runs a model's task on an image: every prediction path (in memory, streamed, tiled, Dask by
+file or by tile, test-time flips, ensembles, multi-channel) goes through :func:`restore`, so none can skip a task.
+
+Tasks (the model's contract, :attr:`fmc_ij.model_io.ModelContract.task`):
+
+- ``restore``: same grid in and out (tiled, seam-free).
+- ``isotropic``: a 2D model on the axial planes of the volume interpolated along Z to the lateral pixel size
+  (:mod:`fmc_ij.predict.isotropic`); the result has the new Z voxel size.
+- ``projection``: a ZYX volume in, the YX surface image out.
+
+The tile runner is pluggable (``engine``): :func:`fmc_ij.predict.predict_array` in this process, or
+:class:`fmc_ij.predict.distributed.DaskTiles` spreading tile groups over a Dask cluster; the task logic is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fmc_ij.errors import FmcInputError
+from fmc_ij.norm import ChannelNormalizer, Normalizer
+from fmc_ij.predict.core import Prediction, predict_array
+from fmc_ij.predict.isotropic import predict_isotropic
+from fmc_ij.predict.model import Predictor
+
+#: A tile runner with :func:`fmc_ij.predict.predict_array`'s signature.
+Engine = Callable[..., Prediction]
+
+
+@dataclass
+class Restored:
+    """A model's result on one image: the restored image on its own grid (``axes``, ``spacing``), the uncertainty
+    (a standard deviation) when the model has one, and the input's normaliser (to map back to its scale)."""
+
+    image: Any
+    uncertainty: Any | None
+    normalizer: Normalizer | ChannelNormalizer
+    axes: str
+    spacing: dict[str, float]
+    #: Whether the result lies on the input's grid (fallbacks and gates blend with the input only then).
+    same_grid: bool = True
+
+    @property
+    def prediction(self) -> Prediction:
+        return Prediction(self.image, self.uncertainty, self.normalizer)
+
+
+def _spatial(axes: str) -> str:
+    return axes.replace("C", "")
+
+
+def restore(
+    predictor: Predictor,
+    image: Any,
+    *,
+    axes: str,
+    spacing: dict[str, float] | None = None,
+    engine: Engine | None = None,
+    out: Any | None = None,
+    uncertainty_out: Any | None = None,
+    **tiling: Any,
+) -> Restored:
+    """Run ``predictor``'s task on ``image`` (numpy or lazy; ``axes`` e.g. ``ZYX``, ``CZYX`` for a multi-channel
+    model) and return the result with its grid.
+
+    Parameters
+    ----------
+    spacing : dict, optional
+        The input's voxel size per axis letter (needed by the isotropic task; carried into the result).
+    engine : callable, optional
+        The tile runner (default :func:`predict_array`).
+    out, uncertainty_out : array-like, optional
+        On-disk destinations for a same-grid result (streaming); other tasks change the grid and stay in memory.
+    tiling
+        ``tile``, ``halo``, ``border``, ``batch``, ``progress``, ``normalizer`` as in :func:`predict_array`.
+    """
+    engine = engine or predict_array
+    spacing = dict(spacing or {})
+    space = _spatial(axes)
+    task = predictor.task
+    if predictor.channels > 1 and task != "restore":
+        raise FmcInputError(f"a multi-channel model restores on the same grid, not {task}")
+    if task == "isotropic":
+        if space != "ZYX":
+            raise FmcInputError(f"isotropic restoration needs a ZYX volume, got axes {axes}")
+        vox = [float(spacing.get(a, 1.0)) for a in "ZYX"]
+        pred, iso = predict_isotropic(predictor, np.asarray(image), vox, engine=engine, **tiling)
+        return Restored(pred.image, pred.uncertainty, pred.normalizer, axes, dict(zip("ZYX", iso)), same_grid=False)
+    if task == "projection":
+        if space != "ZYX":
+            raise FmcInputError(f"a projection model takes ZYX volumes, got axes {axes}")
+        pred = engine(predictor, image, **tiling)
+        unc = None if pred.uncertainty is None else np.asarray(pred.uncertainty)[0]
+        lateral = {k: v for k, v in spacing.items() if k != "Z"}
+        return Restored(np.asarray(pred.image)[0], unc, pred.normalizer, "YX", lateral, same_grid=False)
+    pred = engine(predictor, image, out=out, uncertainty_out=uncertainty_out, **tiling)
+    return Restored(pred.image, pred.uncertainty, pred.normalizer, axes, spacing)
