@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from fmc_ij.cli import main
 from fmc_ij.data import Normalizer
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import ImageMeta, imread, imwrite
 from fmc_ij.nn.factory import ModelConfig, build_model
-from fmc_ij.predict import Predictor, fallback_blend, load_predictor, predict_array, predict_files, tile_grid
+from fmc_ij.predict import Predictor, fallback_blend, load_predictor, predict_array, predict_files, restore, tile_grid
 from fmc_ij.train.checkpoint import save_model
 
 
@@ -173,3 +174,34 @@ def test_isotropic_model_predicts_onto_the_isotropic_grid(tmp_path):
     imwrite(tmp_path / "in2" / "iso.tif", img, meta.replace(spacing={"Z": 0.4, "Y": 0.4, "X": 0.4}))
     with pytest.raises(FmcInputError, match="already about isotropic"):
         predict_files(load_predictor(tmp_path / "iso"), [tmp_path / "in2"], tmp_path / "o2", progress=False)
+
+
+def test_inputs_are_brought_to_the_training_voxel_size_and_back(tmp_path, capsys):
+    """A model trained at 1.0 / 0.4 / 0.4 um sees an input at 0.2 um laterally at its own scale: the input is
+    resampled (anti-aliased) to the training grid, scaled by its own percentiles, restored, and the result brought
+    back to the input grid; units convert (nm); a far-off scale warns, or stops with --strict; the CLI says so."""
+    from fmc_ij.model_io import TrainingData
+    from fmc_ij.predict.resample import plan, zoom_to
+
+    p = _predictor(3, output_floor=None)
+    cfg = {"model": p.model.model_dump(mode="json"), "data": {"pmin": 2.0, "pmax": 99.8}}
+    data = TrainingData(axes="ZYX", voxel_size=[1.0, 0.4, 0.4], unit="µm")
+    save_model(tmp_path / "run" / "model.pt", p.nets[0], cfg, data=data, step=1)
+    model = load_predictor(tmp_path / "run")
+    rng = np.random.default_rng(3)
+    fine = ndimage.gaussian_filter(rng.random((12, 80, 80)) * 1000, (1, 4, 4)).astype(np.float32)
+    got = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}, unit="µm", progress=False)
+    small = zoom_to(fine, (1, 0.5, 0.5))
+    assert small.shape == (12, 40, 40)
+    at_model = predict_array(model, small, normalizer=Normalizer.fit(fine), progress=False).image
+    np.testing.assert_allclose(np.asarray(got.image), zoom_to(at_model, (), shape=fine.shape), atol=1e-5)
+    assert got.normalizer == Normalizer.fit(fine)  # the output maps back to the input's own intensities
+    same = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, unit="µm", progress=False)
+    np.testing.assert_allclose(np.asarray(same.image), predict_array(model, fine, progress=False).image, atol=1e-6)
+    assert plan(model.contract, "ZYX", {"Z": 1000.0, "Y": 200.0, "X": 200.0}, "nm").zoom == pytest.approx((1, 0.5, 0.5))
+    assert not plan(model.contract, "ZYX", {"Z": 1.0, "Y": 0.2, "X": 0.2}, "pixel").needed  # uncalibrated: as is
+    with pytest.raises(FmcInputError, match="more than 2.5x"):
+        restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.1, "X": 0.1}, unit="µm", strict=True)
+    imwrite(tmp_path / "in" / "fine.tif", fine, ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}))
+    main(["predict", "--model", str(tmp_path / "run"), str(tmp_path / "in"), "--out", str(tmp_path / "o")])
+    assert "resampled by 1.00 x 0.50 x 0.50 to the model's training grid" in capsys.readouterr().err

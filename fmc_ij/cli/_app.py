@@ -59,6 +59,23 @@ def _parse_floats(text: str, what: str, n: int) -> tuple[float, ...]:
     return vals
 
 
+class _NoteFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{'note' if record.levelno < logging.WARNING else 'warning'}: {record.getMessage()}"
+
+
+def _notes() -> None:
+    """What fmc-ij decides on the user's behalf (a resampling, a gate) is said on stderr, one line each."""
+    log = logging.getLogger("fmc_ij")
+    if not any(getattr(h, "fmc_notes", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_NoteFormatter())
+        handler.fmc_notes = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps input errors to exit code 2 with one line on stderr."""
     import click
@@ -67,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if not debug:  # tifffile logs its own warnings about damaged files; our one-line error says it all
         logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    _notes()
     try:
         app(args=args, standalone_mode=False, prog_name="fmc-ij")
     except FmcInputError as e:

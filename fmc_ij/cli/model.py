@@ -134,6 +134,10 @@ def predict(
     no_uncertainty: bool = typer.Option(False, "--no-uncertainty", help="Do not write *_uncertainty.tif."),
     tta: bool = typer.Option(False, help="Average over 4 lateral flips; their spread is the uncertainty (4x time)."),
     pattern: str = typer.Option("*", help="Only files matching this in input folders, e.g. '*_angle.tif'."),
+    no_resample: bool = typer.Option(
+        False, "--no-resample", help="Keep the input's voxel size (default: resampled to the model's training grid)."
+    ),
+    strict: bool = typer.Option(False, help="Refuse inputs far from the model's training voxel size."),
     workers: int | None = typer.Option(None, min=1, help="Spread the work over a Dask LocalCluster of N workers."),
     scheduler: str | None = typer.Option(None, help="Spread the work over a running Dask cluster (address)."),
 ) -> None:
@@ -154,7 +158,8 @@ def predict(
     p.tta = tta
     kw: dict[str, Any] = {"tile": _parse_ints(tile, "--tile") if tile else None, "batch": batch,
                           "halo": _parse_ints(halo, "--halo") if halo else None}  # fmt: skip
-    opts: dict[str, Any] = {"output": output, "fallback": fallback, "uncertainty": not no_uncertainty}
+    opts: dict[str, Any] = {"output": output, "fallback": fallback, "uncertainty": not no_uncertainty,
+                            "resample": not no_resample, "strict": strict}  # fmt: skip
     if workers or scheduler:
         from fmc_ij.predict.distributed import dask_client, predict_file_dask, predict_files_dask
 

@@ -67,6 +67,8 @@ def predict_file(
     progress: bool = True,
     stream: bool | None = None,
     engine: Engine | None = None,
+    resample: bool = True,
+    strict: bool = False,
 ) -> list[Path]:
     """Predict one image file; write ``dst`` (and ``<dst stem>_uncertainty.tif``) with the input's metadata.
 
@@ -75,7 +77,8 @@ def predict_file(
     ``stream`` (default: above :data:`STREAM_VOXELS`) reads the input tile by tile and writes the result
     through a temporary zarr store beside ``dst``, plane by plane: peak memory follows the tile (same-grid
     models; isotropic and projection results are held in memory). ``engine``: the tile runner (default this
-    process; :class:`fmc_ij.predict.distributed.DaskTiles` for a cluster).
+    process; :class:`fmc_ij.predict.distributed.DaskTiles` for a cluster). ``resample``: bring the image to the
+    model's training voxel size and back (``strict``: a far-off scale is an error; :mod:`fmc_ij.predict.resample`).
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
@@ -88,7 +91,8 @@ def predict_file(
         m = FMC_PATTERN.match(src.name)
         predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
     img = _model_layout(predictor, img, src.name)
-    kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine}
+    kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine,
+                          "unit": img.meta.unit, "resample": resample, "strict": strict}  # fmt: skip
     streamed = predictor.task == "restore" and (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream)
     if not streamed:
         res = restore(predictor, img.data, axes=img.axes, spacing=img.spacing, **kw)
@@ -268,7 +272,7 @@ def predict_channels(
         check_image(i.data, srcs[c].name, what="prediction", axes=i.axes)
     stack = np.stack([np.asarray(i.data) for i in imgs.values()])
     first = next(iter(imgs.values()))
-    res = restore(predictor, stack, axes="C" + first.axes, spacing=first.spacing, **tiling)
+    res = restore(predictor, stack, axes="C" + first.axes, spacing=first.spacing, unit=first.meta.unit, **tiling)
     written: list[Path] = []
     for k, (c, img) in enumerate(imgs.items()):
         one = Prediction(np.asarray(res.image)[k], None if res.uncertainty is None else

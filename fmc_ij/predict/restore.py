@@ -14,6 +14,7 @@ The tile runner is pluggable (``engine``): :func:`fmc_ij.predict.predict_array` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,12 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.norm import ChannelNormalizer, Normalizer
+from fmc_ij.predict import resample as rs
 from fmc_ij.predict.core import Prediction, predict_array
 from fmc_ij.predict.isotropic import predict_isotropic
 from fmc_ij.predict.model import Predictor
 
+_log = logging.getLogger("fmc_ij.predict")
 #: A tile runner with :func:`fmc_ij.predict.predict_array`'s signature.
 Engine = Callable[..., Prediction]
 
@@ -61,6 +64,9 @@ def restore(
     engine: Engine | None = None,
     out: Any | None = None,
     uncertainty_out: Any | None = None,
+    unit: str | None = None,
+    resample: bool = True,
+    strict: bool = False,
     **tiling: Any,
 ) -> Restored:
     """Run ``predictor``'s task on ``image`` (numpy or lazy; ``axes`` e.g. ``ZYX``, ``CZYX`` for a multi-channel
@@ -74,6 +80,9 @@ def restore(
         The tile runner (default :func:`predict_array`).
     out, uncertainty_out : array-like, optional
         On-disk destinations for a same-grid result (streaming); other tasks change the grid and stay in memory.
+    unit : str, optional
+        The length unit of ``spacing``; with ``resample`` the image is brought to the model's training voxel size
+        and the result back (:mod:`fmc_ij.predict.resample`); ``strict`` makes a far-off scale an error.
     tiling
         ``tile``, ``halo``, ``border``, ``batch``, ``progress``, ``normalizer`` as in :func:`predict_array`.
     """
@@ -96,5 +105,24 @@ def restore(
         unc = None if pred.uncertainty is None else np.asarray(pred.uncertainty)[0]
         lateral = {k: v for k, v in spacing.items() if k != "Z"}
         return Restored(np.asarray(pred.image)[0], unc, pred.normalizer, "YX", lateral, same_grid=False)
+    scale = rs.plan(predictor.contract, axes, spacing, unit) if resample else None  # type: ignore[arg-type]
+    if scale is not None and scale.needed:
+        rs.check_scale(scale, strict)
+        return _restore_resampled(predictor, image, scale, engine, axes, spacing, tiling)
     pred = engine(predictor, image, out=out, uncertainty_out=uncertainty_out, **tiling)
     return Restored(pred.image, pred.uncertainty, pred.normalizer, axes, spacing)
+
+
+def _restore_resampled(
+    predictor: Predictor, image: Any, scale: rs.ScalePlan, engine: Engine, axes: str, spacing: dict[str, float],
+    tiling: dict[str, Any],
+) -> Restored:  # fmt: skip
+    """The same-grid task on the image brought to the model's voxel size, the result brought back (in memory)."""
+    _log.info(scale.describe())
+    x = np.asarray(image, np.float32)
+    fit = ChannelNormalizer.fit if predictor.channels > 1 else Normalizer.fit
+    norm = tiling.pop("normalizer", None) or fit(x, predictor.pmin, predictor.pmax)  # the input's own scaling
+    pred = engine(predictor, rs.zoom_to(x, scale.zoom), normalizer=norm, **tiling)
+    back = [rs.zoom_to(np.asarray(a), (), shape=x.shape) if a is not None else None
+            for a in (pred.image, pred.uncertainty)]  # fmt: skip
+    return Restored(back[0], back[1], norm, axes, spacing)
