@@ -8,6 +8,7 @@
 //   mode=folder                                folder (default): one deepImageJ run, so one model load, for all
 //                                              the images (copied to a staging folder first); file: one run each
 //   tensor=restored                            the bundle's output tensor id (fmc-ij bundles: restored)
+// Outputs get their input's voxel size back (deepImageJ writes none).
 // Install a bundle once with Plugins > DeepImageJ > Install model manually (it unpacks the zip into
 // Fiji.app/models/<zip name>_<ddMMYYYY_HHmmss>/), or unzip it into Fiji.app/models/<name>/. Headless:
 //   ImageJ-linux64 --headless --console -macro fmc_predict_deepimagej.ijm "model=[...] input=[...] output=[...]"
@@ -38,6 +39,14 @@ if (File.isDirectory(input)) {
 }
 if (files.length == 0) exit("no TIFF files in " + input);
 setBatchMode(true);
+// deepImageJ writes its outputs without a voxel size: note each input's (from its first plane) to give it back
+cw = newArray(files.length); ch = newArray(files.length); cd = newArray(files.length); cu = newArray(files.length);
+for (i = 0; i < files.length; i++) {
+    open(files[i], 1);
+    getVoxelSize(w, h, d, unit);
+    cw[i] = w; ch[i] = h; cd[i] = d; cu[i] = unit;
+    close();
+}
 if (mode == "folder") {
     // deepImageJ runs a folder with one model load, on every entry it holds: stage copies of the inputs only,
     // under names that cannot clash once deepImageJ drops spaces and extensions.
@@ -61,6 +70,7 @@ if (mode == "folder") {
         }
         if (File.exists(output + name)) ok = File.delete(output + name);
         ok = File.rename(produced, output + name);
+        recalibrate(output + name, cw[i], ch[i], cd[i], cu[i]);
     }
     cleanUp(stage, raw);
 } else {
@@ -75,6 +85,7 @@ if (mode == "folder") {
             if (File.exists(output + name)) ok = File.delete(output + name);
             ok = File.rename(produced, output + name);
         }
+        recalibrate(output + name, cw[i], ch[i], cd[i], cu[i]);
     }
 }
 showProgress(1);
@@ -100,6 +111,13 @@ function shortTitle(title) {
     space = indexOf(title, " ");
     if (space > -1) return substring(title, 0, space);
     return title;
+}
+
+function recalibrate(path, w, h, d, unit) {
+    open(path);
+    setVoxelSize(w, h, d, unit);
+    saveAs("Tiff", path);
+    close();
 }
 
 function cleanUp(stage, raw) {

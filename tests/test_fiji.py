@@ -292,14 +292,17 @@ def test_run_on_files_loads_the_model_once_and_keeps_input_names(ij, odd_dir):
     srcs = []
     for k, name in enumerate(["img 1_nucleus.tif", "img1_nucleus.tif", "a.b c.tif"], 1):  # two share a short title
         srcs.append(odd_dir / name)
-        tifffile.imwrite(srcs[-1], np.full((2, 3, 4), k, np.uint16), photometric="minisblack")
+        meta = ImageMeta(axes="ZYX", spacing={"Z": float(k), "Y": 0.4, "X": 0.4}, unit="µm", channel="nucleus")
+        imwrite(srcs[-1], np.full((2, 3, 4), k, np.uint16), meta)
     System = ij._sj.jimport("java.lang.System")
     loads = int(str(System.getProperty("fmc.stub.DeepImageJ Run.loads") or 0))
     written = fiji.run_on_files(ij, model, srcs, odd_dir / "out")
     assert int(str(System.getProperty("fmc.stub.DeepImageJ Run.loads"))) == loads + 1
     assert [p.name for p in written] == [s.name for s in srcs]
-    for k, p in enumerate(written, 1):
-        np.testing.assert_array_equal(tifffile.imread(p), np.full((2, 3, 4), 2 * k, np.float32))
+    for k, p in enumerate(written, 1):  # its input's values (x2, the stand-in's network) and voxel size
+        got = imread(p)
+        np.testing.assert_array_equal(got.data, np.full((2, 3, 4), 2 * k, np.float32))
+        assert got.meta.voxel_size() == (k, 0.4, 0.4) and (got.meta.unit, got.meta.channel) == ("µm", "nucleus")
     assert sorted(p.name for p in (odd_dir / "out").iterdir()) == sorted(s.name for s in srcs)
     with pytest.raises(FmcInputError, match=r"deepImageJ wrote no output for img 1_nucleus.tif.*no rdf.yaml"):
         fiji.run_on_files(ij, odd_dir, srcs[:1], odd_dir / "out2")  # no rdf.yaml: the stand-in refuses

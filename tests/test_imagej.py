@@ -85,7 +85,8 @@ def _dij_inputs(folder: Path) -> dict[str, int]:
     folder.mkdir()
     names = {"img 1_nucleus.tif": 1, "img1_nucleus.tif": 2, "a.b c_angle.tif": 3}
     for name, k in names.items():
-        tifffile.imwrite(folder / name, np.full((3, 5, 7), k, np.uint16), photometric="minisblack")
+        meta = io.ImageMeta(axes="ZYX", spacing={"Z": 2.0 * k, "Y": 0.4, "X": 0.3}, unit="µm")
+        io.imwrite(folder / name, np.full((3, 5, 7), k, np.uint16), meta)
     (folder / "notes.txt").write_text("not an image: deepImageJ would stop on it")
     return names
 
@@ -108,8 +109,10 @@ def test_predict_deepimagej_macro_names_outputs_as_inputs(fake_fiji, odd_dir, mo
     runs = _stub_runs(log)
     assert len(runs) == (1 if mode == "folder" else 3)  # folder: one run, so one model load, for all
     assert all(r["display_output"] == "null" and Path(r["model_path"]).resolve() == model.resolve() for r in runs)
-    for name, k in names.items():  # each output under its input's name, with its own values
-        np.testing.assert_array_equal(tifffile.imread(out / name), np.full((3, 5, 7), 2 * k, np.float32))
+    for name, k in names.items():  # each output under its input's name, with its own values and voxel size
+        got = io.imread(out / name)
+        np.testing.assert_array_equal(got.data, np.full((3, 5, 7), 2 * k, np.float32))
+        assert got.meta.voxel_size() == pytest.approx((2.0 * k, 0.4, 0.3)) and got.meta.unit == "µm"
     assert sorted(p.name for p in out.iterdir()) == sorted(names) and f"done {len(names)} image(s)" in log
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.fiji.commands import Command, ij_path, option_value
-from fmc_ij.io import atomic_path
+from fmc_ij.io import atomic_path, imread, imwrite, read_meta
 
 if TYPE_CHECKING:
     from fmc_ij.fiji.bridge import ImageJ
@@ -127,7 +127,9 @@ def deepimagej_run(
     return Command(RUN_COMMAND, " ".join(parts))
 
 
-def stage_inputs(files: Sequence[str | os.PathLike], folder: str | os.PathLike) -> dict[str, Path]:
+def stage_inputs(
+    files: Sequence[str | os.PathLike], folder: str | os.PathLike, tensor: str = OUTPUT_TENSOR
+) -> dict[str, Path]:
     """Links to ``files`` in the empty ``folder``, for one deepImageJ run over them all.
 
     Returns ``{output file name deepImageJ will write: input path}``. The links are named ``0001.tif``, ... so
@@ -148,7 +150,7 @@ def stage_inputs(files: Sequence[str | os.PathLike], folder: str | os.PathLike) 
             link.symlink_to(src)
         except OSError:
             shutil.copyfile(src, link)
-        staged[output_name(link.name)] = src
+        staged[output_name(link.name, tensor)] = src
     return staged
 
 
@@ -216,13 +218,16 @@ def run_on_files(
     out_dir: str | os.PathLike,
     *,
     tensor: str = OUTPUT_TENSOR,
+    keep_calibration: bool = True,
     timeout: float = 24 * 3600.0,
 ) -> list[Path]:
     """Run deepImageJ on every file of ``inputs`` with one model load; outputs keep their input's file name.
 
     The inputs are linked into a temporary folder (:func:`stage_inputs`) given to deepImageJ as ``input_path``;
-    its outputs (:func:`output_name`) are renamed into ``out_dir``. Raises :class:`FmcInputError` naming the
-    inputs deepImageJ wrote nothing for, with its last message (an image below :func:`min_image_size`, say).
+    its outputs (:func:`output_name`) are renamed into ``out_dir``, with the voxel size, unit and channel of
+    their input (deepImageJ writes none) unless ``keep_calibration`` is false. Raises :class:`FmcInputError`
+    naming the inputs deepImageJ wrote nothing for, with its last message (an image below
+    :func:`min_image_size`, say).
     """
     if not inputs:
         raise FmcInputError("no input images given to deepImageJ")
@@ -230,7 +235,7 @@ def run_on_files(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fmc-dij-in-") as stage_dir, \
             tempfile.TemporaryDirectory(prefix=".fmc-dij-out-", dir=out) as raw_dir:  # fmt: skip
-        staged = stage_inputs(inputs, stage_dir)
+        staged = stage_inputs(inputs, stage_dir, tensor)
         ij.run_command(deepimagej_run(model, stage_dir, raw_dir), timeout=timeout)
         missing = [src.name for name, src in staged.items() if not (Path(raw_dir) / name).is_file()]
         if missing:
@@ -240,9 +245,18 @@ def run_on_files(
         written = []
         for name, src in staged.items():
             dst = out / src.name
+            if keep_calibration:  # deepImageJ writes no voxel size: give the output its input's
+                _recalibrated(Path(raw_dir) / name, src)
             os.replace(Path(raw_dir) / name, dst)  # same folder tree: an atomic rename
             written.append(dst)
     return written
+
+
+def _recalibrated(path: Path, like: Path) -> None:
+    meta = read_meta(like)[0]
+    img = imread(path)
+    spacing = {a: v for a, v in meta.spacing.items() if a in img.meta.axes}
+    imwrite(path, img.data, img.meta.replace(spacing=spacing, unit=meta.unit, channel=meta.channel, study=meta.study))
 
 
 # -- what JDLL 0.6.1 needs from a bundle ------------------------------------------------------------------------
