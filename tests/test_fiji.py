@@ -394,6 +394,25 @@ def test_install_model_unpacks_like_deepimagej(tmp_path):
         fiji.install_model(Path(__file__), tmp_path / "Fiji.app")
 
 
+# -- docs/fiji.md's examples ----------------------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "fiji.md"
+
+
+def test_docs_examples_run(ij, fake_fiji, tmp_path, monkeypatch):
+    """The Python blocks docs/fiji.md marks as tested, on this ImageJ (the deepImageJ stand-in in FIJI_HOME)."""
+    import re
+
+    blocks = re.findall(r"<!-- example: runs in the test suite[^>]*-->\n```python\n(.*?)```", DOCS.read_text(), re.S)
+    assert len(blocks) == 2
+    monkeypatch.setenv("FIJI_HOME", str(REAL_FIJI or fake_fiji))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fmc-ij-care3d-nucleus.zip").write_bytes((MODELS / "fmc-ij-care3d-nucleus.zip").read_bytes())
+    for code in blocks:
+        exec(compile(code, str(DOCS), "exec"), {"__name__": "docs_example"})  # noqa: S102 (our own docs)
+    assert (tmp_path / "out" / "img 1_nucleus.tif").is_file()
+
+
 # -- missing pieces: clear errors, in a fresh process -------------------------------------------------------------
 def _connect_in_child(env: dict[str, str]) -> subprocess.CompletedProcess:
     code = "from fmc_ij.fiji import connect\nconnect()"
