@@ -303,6 +303,38 @@ def _halo(rdf: Mapping[str, Any]) -> list[int]:
     return [halo[i] for i in ids]
 
 
+#: Peak memory of the fmc-ij U-Net per tile voxel and base channel (float32, PyTorch on CPU, depth 2): 300-340
+#: bytes per voxel measured for base 16 on tiles of 0.8-4.8 M voxels (issue 24).
+BYTES_PER_VOXEL_PER_BASE = 22
+
+
+def tile_budget(memory_bytes: int, base_channels: int) -> int:
+    """How many voxels a tile may have for the network to fit ``memory_bytes`` (peak activations)."""
+    return int(memory_bytes // (BYTES_PER_VOXEL_PER_BASE * base_channels))
+
+
+def choose_tile(halo: Sequence[int], step: Sequence[int], mins: Sequence[int], max_voxels: int) -> tuple[int, ...]:
+    """The fixed input tile to write for deepImageJ: as large as ``max_voxels`` allows, shaped like the halo.
+
+    A tile's useful share, prod((t - 2h) / t), is largest for a given volume when every axis is proportional to its
+    halo, t = k h with k = (max_voxels / prod(h)) ** (1 / n). Each axis is rounded down to a multiple of its step
+    (and kept at least ``min`` and 2 h + step); while the tile is too large, the axis with the largest t / h loses
+    a step. The smallest image deepImageJ then runs the bundle on is ceil(t / 3) per axis.
+    """
+    n = len(halo)
+    k = (max_voxels / math.prod(max(h, 1) for h in halo)) ** (1 / n)
+    lowest = [max(m, 2 * h + s) for h, s, m in zip(halo, step, mins)]
+    lowest = [math.ceil(lo / s) * s for lo, s in zip(lowest, step)]
+    tile = [max(lo, int(k * max(h, 1)) // s * s) for h, s, lo in zip(halo, step, lowest)]
+    while math.prod(tile) > max_voxels:
+        shrinkable = [i for i in range(n) if tile[i] - step[i] >= lowest[i]]
+        if not shrinkable:
+            raise FmcInputError(f"no tile of at most {max_voxels} voxels fits the halo {list(halo)}; raise the budget")
+        i = max(shrinkable, key=lambda j: tile[j] / max(halo[j], 1))
+        tile[i] -= step[i]
+    return tuple(tile)
+
+
 def bundle_problems(rdf: Mapping[str, Any]) -> list[str]:
     """What stops deepImageJ 3.1 / JDLL 0.6.1 running this bundle (an empty list: nothing found).
 
