@@ -443,6 +443,16 @@ def test_missing_java_and_missing_imagej_are_clear_errors(tmp_path):
     assert bad_fiji.returncode != 0 and "is not a Fiji.app folder" in bad_fiji.stderr
 
 
+def test_local_endpoints_are_those_whose_jar_fiji_has(tmp_path):
+    from fmc_ij.fiji.session import local_endpoints
+
+    (tmp_path / "jars" / "bio-formats").mkdir(parents=True)
+    for jar in ("imglib2-imglyb-1.1.0.jar", "imglib2-7.1.4.jar", "bio-formats/formats-api-8.1.1.jar"):
+        (tmp_path / "jars" / jar).write_bytes(b"")
+    asked = ["net.imglib2:imglib2-imglyb:1.1.0", "net.imglib2:imglib2", "ome:formats-api", "net.imagej:imagej-ops"]
+    assert local_endpoints(asked, tmp_path) == asked[:3]  # imagej-ops is not there: jgo may still look it up
+
+
 def _imagej2_fiji() -> str | None:
     home = os.environ.get("FIJI_HOME")
     if home and any((Path(home) / "jars").glob("imagej-common-*.jar")):
