@@ -367,8 +367,8 @@ def test_bundle_problems_names_what_stops_deepimagej(bundle):
     fixed = _deepimagej_ready(rdf, (64, 192, 192))
     assert fiji.bundle_problems(fixed) == []
     # the figures of the real JDLL 0.6.1 runs (issue 24): tiles of 64x192x192 with halo 14/28/28
-    assert fiji.deepimagej.tile_grid(fixed, (96, 600, 600)) == (3, 5, 5)  # 75 tiles
-    assert fiji.deepimagej.tile_grid(fixed, (128, 1024, 1024)) == (4, 8, 8)  # 256 tiles
+    assert fiji.tile_grid(fixed, (96, 600, 600)) == (3, 5, 5)  # 75 tiles
+    assert fiji.tile_grid(fixed, (128, 1024, 1024)) == (4, 8, 8)  # 256 tiles
     assert fiji.min_image_size(fixed) == (22, 64, 64)  # JDLL refused 21x64x64 and 22x63x64, ran 22x64x64
     broken = json.loads(json.dumps(fixed))
     broken["inputs"][0]["axes"][1].pop("channel_names")
@@ -379,7 +379,7 @@ def test_bundle_problems_names_what_stops_deepimagej(bundle):
 
 
 def test_choose_tile_fits_the_budget_and_the_network():
-    from fmc_ij.fiji.deepimagej import choose_tile, tile_budget
+    from fmc_ij.fiji.deepimagej_bundle import choose_tile, tile_budget
 
     halo, step, mins = (14, 28, 28), (2, 4, 4), (30, 60, 60)  # the models/ bundles' U-Net
     budget = tile_budget(2**30, 16)  # 1 GiB of activations, 16 base channels
