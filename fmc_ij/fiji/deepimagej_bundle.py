@@ -79,21 +79,24 @@ def choose_tile(halo: Sequence[int], step: Sequence[int], mins: Sequence[int], m
     """The fixed input tile to write for deepImageJ: as large as ``max_voxels`` allows, shaped like the halo.
 
     A tile's useful share, prod((t - 2h) / t), is largest for a given volume when every axis is proportional to its
-    halo, t = k h with k = (max_voxels / prod(h)) ** (1 / n). Each axis is rounded down to a multiple of its step
-    (and kept at least ``min`` and 2 h + step); while the tile is too large, the axis with the largest t / h loses
-    a step. The smallest image deepImageJ then runs the bundle on is ceil(t / 3) per axis.
+    halo, t = k h with k = (max_voxels / prod(h)) ** (1 / n). Each axis is rounded down to a multiple of *twice*
+    its step (and kept at least ``min`` and 2 h + step): JDLL centres a tile on an image smaller than it, shifting
+    it by (tile - image) / 2, and the network's pooling grid (the step) survives that shift for every image size
+    that is a multiple of twice the step. While the tile is too large, the axis with the largest t / h loses two
+    steps. The smallest image deepImageJ then runs the bundle on is ceil(t / 3) per axis.
     """
     n = len(halo)
+    grid = [2 * s for s in step]
     k = (max_voxels / math.prod(max(h, 1) for h in halo)) ** (1 / n)
     lowest = [max(m, 2 * h + s) for h, s, m in zip(halo, step, mins)]
-    lowest = [math.ceil(lo / s) * s for lo, s in zip(lowest, step)]
-    tile = [max(lo, int(k * max(h, 1)) // s * s) for h, s, lo in zip(halo, step, lowest)]
+    lowest = [math.ceil(lo / g) * g for lo, g in zip(lowest, grid)]
+    tile = [max(lo, int(k * max(h, 1)) // g * g) for h, g, lo in zip(halo, grid, lowest)]
     while math.prod(tile) > max_voxels:
-        shrinkable = [i for i in range(n) if tile[i] - step[i] >= lowest[i]]
+        shrinkable = [i for i in range(n) if tile[i] - grid[i] >= lowest[i]]
         if not shrinkable:
             raise FmcInputError(f"no tile of at most {max_voxels} voxels fits the halo {list(halo)}; raise the budget")
         i = max(shrinkable, key=lambda j: tile[j] / max(halo[j], 1))
-        tile[i] -= step[i]
+        tile[i] -= grid[i]
     return tuple(tile)
 
 
