@@ -1,24 +1,20 @@
-"""ImageJ inside this Python process: numpy <-> ImagePlus, macros, menu commands, results tables.
+"""ImageJ inside this Python process: numpy <-> ImagePlus, macros, menu commands, results tables, ImageJ2 Datasets.
 
-One JVM per process (JPype cannot restart one), so :func:`connect` returns the same :class:`ImageJ` every time.
-Backends, whatever the backend the same interface:
+:func:`fmc_ij.fiji.connect` starts it (one JVM per process). Whatever the backend, the same interface:
 
-- ``imagej1``: plain ImageJ 1.x (Debian's libij-java, ``$IJ_JAR``, or a Fiji-shaped folder without ImageJ2) via
-  scyjava, under a private Xvfb when there is no display (menu commands and dialogs need AWT);
-- ``pyimagej``: a local Fiji.app (argument or ``$FIJI_HOME``) or, when asked, a Maven endpoint, through pyimagej's
-  ImageJ2 gateway (:attr:`ImageJ.gateway`); the ImageJ 1 layer inside it does the rest.
+- ``imagej1``: plain ImageJ 1.x through scyjava;
+- ``pyimagej``: a Fiji.app through pyimagej's ImageJ2 gateway (:attr:`ImageJ.gateway`); its ImageJ 1 layer runs
+  the same macros and commands, and :meth:`ImageJ.to_dataset`, :meth:`ImageJ.from_dataset` and :meth:`ImageJ.op`
+  add ImageJ2 Datasets and ops.
 
-Nothing downloads a JRE (scyjava is told never to fetch one). Macro errors become :class:`MacroError`; modal
-dialogs are closed by a watchdog and their text raised; every call has a timeout.
+Macro errors become :class:`MacroError`; modal dialogs are closed by a watchdog and their text raised; every call
+has a timeout.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,13 +25,11 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.fiji.commands import Command
-from fmc_ij.fiji.locate import ImageJNotFound, find_ij_jar, find_java, utf8_env
 from fmc_ij.io import Image, ImageMeta
 
 T = TypeVar("T")
 Backend = Literal["imagej1", "pyimagej"]
 _DTYPES = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.float32): 32}
-_BRIDGE: ImageJ | None = None
 
 
 class MacroError(RuntimeError):
@@ -43,7 +37,7 @@ class MacroError(RuntimeError):
 
 
 class ImageJ:
-    """A running ImageJ; create it with :func:`connect`."""
+    """A running ImageJ; create it with :func:`fmc_ij.fiji.connect`."""
 
     def __init__(self, backend: Backend, source: str, gateway: Any = None) -> None:
         import jpype
@@ -160,6 +154,35 @@ class ImageJ:
             return bb.asShortBuffer(), J.JShort
         return bb, J.JByte
 
+    # -- ImageJ2 (a Fiji.app) -------------------------------------------------------------------------------
+    def to_dataset(self, data: np.ndarray | Image, **kwargs: Any) -> Any:
+        """An ImageJ2 ``net.imagej.Dataset`` holding a copy of ``data``, calibrated (pyimagej backend only).
+
+        Takes :meth:`to_imageplus`'s arguments; ImageJ2's legacy converter then wraps that ImagePlus, so pixels,
+        voxel size and unit are exactly those of :meth:`to_imageplus`.
+        """
+        gateway = self._require_gateway("Datasets")
+        imp = self.to_imageplus(data, **kwargs)
+        return gateway.convert().convert(imp, self._sj.jimport("net.imagej.Dataset"))
+
+    def from_dataset(self, dataset: Any) -> Image:
+        """A numpy copy of an ImageJ2 Dataset (or an ImgLib2 image an op returned), with its calibration."""
+        gateway = self._require_gateway("Datasets")
+        if not isinstance(dataset, self._sj.jimport("net.imagej.Dataset")):
+            dataset = gateway.dataset().create(dataset)
+        return self.from_imageplus(gateway.convert().convert(dataset, self._sj.jimport("ij.ImagePlus")))
+
+    def op(self, name: str, *args: Any) -> Any:
+        """Run an ImageJ2 op by name, e.g. ``ij.op("filter.gauss", dataset, 2.0)`` (pyimagej backend only)."""
+        return self._require_gateway("ops").op().run(name, *args)
+
+    def _require_gateway(self, what: str) -> Any:
+        if self.gateway is None:
+            raise FmcInputError(
+                f"ImageJ2 {what} need a Fiji.app: this is plain ImageJ 1 ({self.source}); connect(FIJI_HOME) instead"
+            )
+        return self.gateway
+
     # -- macros and commands -------------------------------------------------------------------------------
     def run_macro(self, code: str, args: str = "", *, image: Any = None, timeout: float = 300.0) -> str:
         """Run ImageJ macro code with ``getArgument()`` = ``args``; return its ``return`` value ("" if none).
@@ -228,8 +251,15 @@ class ImageJ:
         return [str(t) for t in (self._WindowManager.getImageTitles() or [])]
 
     def table(self, title: str) -> list[dict[str, float | str]]:
-        """A results table by title as a list of rows (numbers as floats, text as str)."""
-        rt = self._sj.jimport("ij.measure.ResultsTable").getResultsTable(title)
+        """A results table by title as a list of rows (numbers as floats, text as str).
+
+        Tables are found by their window; a headless Fiji has no windows, so there only ``"Results"`` (ImageJ's
+        own table, which ``setResult`` fills) is found.
+        """
+        ResultsTable = self._sj.jimport("ij.measure.ResultsTable")
+        rt = ResultsTable.getResultsTable(title)
+        if rt is None and title == "Results":
+            rt = ResultsTable.getResultsTable()
         if rt is None:
             raise FmcInputError(f"no results table titled {title!r}")
         heads = [str(h) for h in rt.getHeadings()]
@@ -237,6 +267,9 @@ class ImageJ:
         for r in range(int(rt.size())):
             row: dict[str, float | str] = {}
             for h in heads:
+                if h == "Label":  # the row labels, not a column
+                    row[h] = str(rt.getLabel(r))
+                    continue
                 d = float(rt.getValue(h, r))  # full precision; text cells read as NaN
                 text = str(rt.getStringValue(h, r))
                 row[h] = d if (d == d or text.lower() == "nan") else text
@@ -322,125 +355,3 @@ def _component_text(c: Any) -> str:
             if t:
                 parts.append(t)
     return " ".join(parts)
-
-
-# -- connecting ---------------------------------------------------------------------------------------------
-_XVFB: subprocess.Popen | None = None
-
-
-def _start_xvfb() -> None:
-    """A private X server for AWT (ImageJ 1's menus and dialogs) when this process has no display."""
-    global _XVFB
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        raise ImageJNotFound("no display and no Xvfb: install xvfb (apt-get install xvfb) or set DISPLAY")
-    r, w = os.pipe()
-    _XVFB = subprocess.Popen([exe, "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                             pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.close(w)
-    with os.fdopen(r) as fh:
-        number = fh.readline().strip()
-    if not number:
-        raise ImageJNotFound("Xvfb did not start; check that xvfb is installed and runs")
-    os.environ["DISPLAY"] = f":{number}"
-    atexit.register(_XVFB.terminate)
-
-
-def _is_imagej2(fiji: Path) -> bool:
-    return any((fiji / "jars").glob("imagej-common-*.jar")) or any((fiji / "jars").glob("imagej-[0-9]*.jar"))
-
-
-def connect(
-    fiji: str | os.PathLike | None = None,
-    mode: Literal["headless", "interactive", "gui"] = "headless",
-    *,
-    endpoint: str | None = None,
-    max_heap: str = "4g",
-) -> ImageJ:
-    """Start ImageJ in this process (once) and return it.
-
-    Parameters
-    ----------
-    fiji : path, optional
-        A Fiji.app folder (default ``$FIJI_HOME``): the pyimagej gateway on its jars. A folder with only
-        ``jars/ij*.jar`` and ``plugins/`` (plain ImageJ 1) runs as ``imagej1`` with those plugins.
-    mode : str
-        pyimagej's mode (``headless``, ``interactive``, ``gui``).
-    endpoint : str, optional
-        A Maven endpoint for pyimagej (e.g. ``"sc.fiji:fiji:2.16.0"``); needs the internet on first use.
-    max_heap : str
-        The JVM's ``-Xmx``.
-
-    Without ``fiji``, ``$FIJI_HOME`` or ``endpoint``: ImageJ 1 from ``$IJ_JAR`` or Debian's libij-java.
-    """
-    global _BRIDGE
-    fiji = fiji if fiji is not None else (os.environ.get("FIJI_HOME") or None)
-    fiji_dir = Path(fiji).expanduser() if fiji else None
-    if fiji_dir is not None and not (fiji_dir / "jars").is_dir():
-        raise ImageJNotFound(f"{fiji_dir} is not a Fiji.app folder (no jars/): point FIJI_HOME at Fiji.app")
-    want: Backend = "pyimagej" if (endpoint or (fiji_dir and _is_imagej2(fiji_dir))) else "imagej1"
-    source = endpoint or str(fiji_dir or "")
-    if _BRIDGE is not None:
-        if _BRIDGE.backend != want or (source and source != _BRIDGE.source):
-            raise FmcInputError(
-                f"this Python process already runs ImageJ ({_BRIDGE.backend}: {_BRIDGE.source}); a JVM cannot be "
-                "restarted: use a new process for another ImageJ"
-            )
-        return _BRIDGE
-    java = find_java()
-    try:
-        import jpype  # noqa: F401
-        import scyjava as sj
-    except ImportError:
-        raise FmcInputError("the Fiji bridge needs scyjava and JPype: pip install 'fmc-ij[fiji]'") from None
-    os.environ.setdefault("JAVA_HOME", str(Path(os.path.realpath(java)).parents[1]))
-    sj.config.add_option(f"-Xmx{max_heap}")
-    if want == "pyimagej":
-        _BRIDGE = _connect_pyimagej(sj, fiji_dir, endpoint, mode)
-        return _BRIDGE
-    if fiji_dir is not None:
-        jars = sorted((fiji_dir / "jars").glob("ij*.jar"))
-        if not jars:
-            raise ImageJNotFound(f"no jars/ij*.jar in {fiji_dir}; reinstall Fiji or set IJ_JAR")
-        jar, plugins = jars[-1], fiji_dir
-        sj.config.add_option(f"-Dplugins.dir={plugins}")
-    else:
-        jar = find_ij_jar()
-    sj.config.set_java_constraints(fetch="never")  # never download a JRE
-    sj.config.add_classpath(str(jar))
-    if not os.environ.get("DISPLAY"):
-        _start_xvfb()
-    os.environ.update(utf8_env())  # the JVM takes its file-name encoding from the locale at start
-    sj.start_jvm()
-    _stop_threads_at_exit(sj)
-    _BRIDGE = ImageJ("imagej1", str(fiji_dir or jar))
-    return _BRIDGE
-
-
-def _connect_pyimagej(sj: Any, fiji_dir: Path | None, endpoint: str | None, mode: str) -> ImageJ:
-    try:
-        import imagej
-    except ImportError:
-        raise FmcInputError("a Fiji.app needs pyimagej: pip install 'fmc-ij[fiji]'") from None
-    sj.config.set_java_constraints(fetch="auto")  # pyimagej 1.8 crashes with "never"; Java was found above
-    if fiji_dir is not None:
-        # deepImageJ resolves models/ and engines/ against the working directory under a system JDK.
-        os.chdir(fiji_dir)
-    try:
-        gateway = imagej.init(str(fiji_dir) if fiji_dir else endpoint, mode=mode)
-    except Exception as err:
-        where = fiji_dir or endpoint
-        hint = "" if fiji_dir else " (a Maven endpoint needs the internet on first use; offline, set FIJI_HOME)"
-        first = str(err).splitlines()[0][:200] if str(err) else ""
-        raise ImageJNotFound(f"could not start ImageJ2 from {where}{hint}: {type(err).__name__}: {first}") from None
-    _stop_threads_at_exit(sj)
-    return ImageJ("pyimagej", str(fiji_dir or endpoint), gateway)
-
-
-def _stop_threads_at_exit(sj: Any) -> None:
-    # ImageJ 1's filter thread pool has non-daemon core threads: Python would hang at exit without this.
-    def stop() -> None:
-        with contextlib.suppress(Exception):
-            sj.jimport("ij.util.ThreadUtil").threadPoolExecutor.shutdownNow()
-
-    sj.when_jvm_stops(stop)

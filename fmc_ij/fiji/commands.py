@@ -1,4 +1,4 @@
-"""Exact ImageJ command strings for NanoJ-Core, NanoJ-SQUIRREL and deepImageJ, built by ImageJ's own rules.
+"""Exact ImageJ command strings for NanoJ-Core and NanoJ-SQUIRREL, built by ImageJ's own rules.
 
 ImageJ 1 turns each dialog label into an option key with ``ij.Macro.trimKey`` (the label up to the first space or
 colon, lower-cased); a checkbox is true when its key is present and **false when absent**; a numeric field whose
@@ -68,7 +68,8 @@ def ij_path(path: str | os.PathLike) -> str:
     return str(p)
 
 
-def _value(v: object) -> str:
+def option_value(v: object) -> str:
+    """One option value as ImageJ reads it back: bracketed when it holds a space, a slash or (text) an ``=``."""
     text = f"{v:g}" if isinstance(v, float) else str(v)
     if _BRACKETS & set(text):
         raise FmcInputError(f"ImageJ cannot read the option value {text!r} ('[' or ']'); use ij_path() for paths")
@@ -85,7 +86,7 @@ def options(fields: Mapping[str, object]) -> str:
             if v:
                 parts.append(key)
         elif v is not None:
-            parts.append(f"{key}={_value(v)}")
+            parts.append(f"{key}={option_value(v)}")
     return " ".join(parts)
 
 
@@ -162,23 +163,4 @@ def squirrel_error_map(reference_title: str, image_title: str, *, max_magnificat
     return Command("Calculate Error-Map, RSE and RSP", options({
         "reference": reference_title, "super-resolution": image_title, "rsf": RSF_ESTIMATE,
         "max.": int(max_magnification),
-    }))  # fmt: skip
-
-
-# -- deepImageJ -----------------------------------------------------------------------------------------------
-def deepimagej_run(
-    model: str | os.PathLike,
-    input_path: str | os.PathLike | None,
-    output_folder: str | os.PathLike,
-    *,
-    display_output: str = "null",
-) -> Command:
-    """deepImageJ 3.1 *DeepImageJ Run* with its snake_case keys (``modelPath=`` can never match: ImageJ lower-cases
-    keys). ``model`` is an unpacked bundle folder, a folder under ``Fiji.app/models`` or a nickname;
-    ``input_path`` a file or folder (None: the current image)."""
-    m = Path(model)
-    model_arg = ij_path(m) if (m.is_absolute() or m.exists()) else str(model)
-    return Command("DeepImageJ Run", options({
-        "model_path": model_arg, "input_path": ij_path(input_path) if input_path is not None else None,
-        "output_folder": ij_path(output_folder), "display_output": display_output,
     }))  # fmt: skip
