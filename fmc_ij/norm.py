@@ -21,8 +21,9 @@ from fmc_ij.errors import FmcInputError
 PMIN, PMAX = 2.0, 99.8
 #: bioimage.io ``scale_range``'s epsilon: part of the rule, so bundles reproduce it.
 EPS = 1e-6
-#: Percentiles of larger images come from a regular subsample of this many voxels (same answer to ~1e-3).
-MAX_SAMPLES = 2**22
+#: Percentiles of larger images come from a regular subsample of this many voxels (same answer to ~1e-4); up to
+#: it every voxel counts, exactly as bioimage.io's ``scale_range`` (a 256 x 256 x 256 volume; 0.3 s).
+MAX_SAMPLES = 2**24
 
 
 def subsample_slices(shape: Sequence[int], max_voxels: int) -> tuple[slice, ...]:

@@ -194,8 +194,9 @@ def _bundle(bundle: Path, test: str | None) -> list[tuple[str, Body]]:
     p = html.escape(str(bundle.resolve()))
     text = Raw(
         f"<p>bioimage.io bundle: <code>{p}</code> (bioimage.io <code>test_model</code>: {html.escape(test or '?')})."
-        "</p><ol><li>Fiji: <i>Plugins &gt; DeepImageJ &gt; DeepImageJ Install Model</i>, choose <i>From ZIP "
-        f"file</i> and give <code>{p}</code>.</li><li>Open a single-view volume (e.g. "
+        "</p><ol><li>Fiji (deepImageJ 3.1): <i>Plugins &gt; DeepImageJ &gt; Install model manually</i> and give "
+        f"<code>{p}</code> (it unpacks to <code>Fiji.app/models/&lt;zip name&gt;_&lt;date&gt;/</code>).</li><li>Open "
+        "a single-view volume (e.g. "
         "<code>data/heldout/image_0_nucleus_angle.tif</code>), then <i>Plugins &gt; DeepImageJ &gt; DeepImageJ "
         "Run</i>, pick the model and run.</li><li>Headless, or from a macro: <code>macros/fmc_predict_deepimagej.ijm"
         "</code> (see <code>macros/README.md</code>). In Python: <code>fmc-ij predict --model BUNDLE.zip "

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("FMC_IJ_PROGRESS", "0")
+# Test networks have a few filters: small deepImageJ tiles keep their bundles' test tensors (and tests) small.
+os.environ.setdefault("FMC_IJ_TILE_MEMORY_MB", "16")
 
 
 def _imagej_missing() -> str | None:

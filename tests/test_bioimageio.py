@@ -64,8 +64,12 @@ def test_bundles_pass_the_official_cli_test(bundles):
         assert rdf["covers"] == ["cover.png"] and set(rdf["weights"]) == {"pytorch_state_dict", "torchscript"}
         ids = [a.get("id") for a in rdf["inputs"][0]["axes"][2:]]
         assert ids == ["z", "y", "x"][-nd:]
-        for a in rdf["inputs"][0]["axes"][2:]:
-            assert a["size"]["min"] % a["size"]["step"] == 0  # deepImageJ's tiler needs this
+        from fmc_ij.fiji import bundle_problems, min_image_size
+
+        assert bundle_problems(rdf) == []  # what deepImageJ 3.1 / JDLL 0.6.1 need: fixed tiles, clip, nickname...
+        assert all(isinstance(a["size"], int) for a in rdf["inputs"][0]["axes"][2:])
+        assert rdf["config"]["bioimageio"]["nickname"] == f"fmc-ij-care-{nd}d-run{nd}d"
+        assert min_image_size(rdf) is not None
 
 
 def test_torchscript_equals_state_dict_and_tiles_new_sizes(bundles, tmp_path):
@@ -83,10 +87,11 @@ def test_torchscript_equals_state_dict_and_tiles_new_sizes(bundles, tmp_path):
             assert (net(x) - scripted(x)).abs().max() <= 1e-4
         # A size never seen in training or in the test tensors, predicted in blocks by bioimageio.core.
         descr = load_model_description(z)
-        shape = (53, 101, 93)[-nd:]
+        tile = [a["size"] for a in rdf["inputs"][0]["axes"][2:]]
+        shape = tuple(t + 13 + 4 * k for k, t in enumerate(tile))
         img = np.random.default_rng(1).random(shape).astype(np.float32)
         dims = ("batch", "channel", *("z", "y", "x")[-nd:])
-        block = dict(zip(("z", "y", "x")[-nd:], (44, 88, 88)[-nd:]))  # blocks include the halo
+        block = dict(zip(("z", "y", "x")[-nd:], tile))  # the bundle's fixed tile, halo included
         sample = predict(model=descr, inputs={"raw": Tensor.from_numpy(img[None, None], dims=dims)},
                          input_block_shape={"raw": block})  # fmt: skip
         out = sample.members["restored"].data.values

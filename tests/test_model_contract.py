@@ -188,6 +188,10 @@ def _core_predict(bundle: Path, x: np.ndarray, axes: str) -> np.ndarray:
         arr = arr[None]
     block = {}
     for a, n in zip([a for a in inp.axes if a.type == "space"], arr.shape[1:]):
+        if isinstance(a.size, int):  # deepImageJ's fixed tile
+            assert n >= a.size, (a.id, n, a.size)
+            block[a.id] = a.size
+            continue
         mn, st = a.size.min, a.size.step
         assert n >= mn and n > 2 * halo.get(str(a.id), 0), (a.id, n, mn)
         block[a.id] = mn + (n - mn) // st * st
@@ -196,17 +200,21 @@ def _core_predict(bundle: Path, x: np.ndarray, axes: str) -> np.ndarray:
     return sample.members[descr.outputs[0].id].data.values[0]
 
 
-def _enlarged(src: Path, tmp: Path, task: str) -> Path:
-    """The task's input mirrored out to at least 40 x 96 x 96 (Z whole for a projection), so the largest halo
-    fits inside bioimage.io's blocks with an interior left to compare."""
+def _enlarged(src: Path, tmp: Path, task: str, bundle: Path) -> Path:
+    """The task's input mirrored out to at least 40 x 96 x 96 and the bundle's tile (Z whole for a projection), so
+    bioimage.io's blocks fit with an interior left to compare."""
     img = imread(src)
+    rdf = yaml.safe_load(zipfile.ZipFile(bundle).read("rdf.yaml"))
+    tile = [a["size"] if isinstance(a["size"], int) else 0 for a in rdf["inputs"][0]["axes"] if a["type"] == "space"]
+    tile = [0] * (3 - len(tile)) + tile
     lead = 1 if "C" in img.axes else 0
-    want = [img.shape[lead]] if task == "projection" else [40]
-    want += [96, 96]
+    want = [img.shape[lead]] if task == "projection" else [max(40, tile[0] + 8)]
+    want += [max(96, t + 16) for t in tile[1:]]
     pad = [(0, 0)] * lead + [(0, max(0, w - n)) for n, w in zip(img.shape[lead:], want)]
     data = np.pad(img.data, pad, mode="symmetric") if img.axes[0] != "Z" or not lead else img.data
     if "C" in img.axes and img.axes.index("C") == 1:  # ImageJ order ZCYX
-        pad = [(0, max(0, 40 - img.shape[0])), (0, 0), (0, max(0, 96 - img.shape[2])), (0, max(0, 96 - img.shape[3]))]
+        pad = [(0, max(0, want[0] - img.shape[0])), (0, 0), (0, max(0, want[1] - img.shape[2])),
+               (0, max(0, want[2] - img.shape[3]))]  # fmt: skip
         data = np.pad(img.data, pad, mode="symmetric")
     dst = tmp / "big" / src.name
     imwrite(dst, data, img.meta)
@@ -217,7 +225,7 @@ def _enlarged(src: Path, tmp: Path, task: str) -> Path:
 @pytest.mark.parametrize("task", ["care2d", "care3d", "probabilistic", "multichannel", "perchannel", "gan",
                                   "projection"])  # fmt: skip
 def test_bioimageio_core_on_the_bundle_predicts_like_fmc_ij(task, runs, bundles, data, tmp_path):
-    src = _enlarged(_input(task, data, tmp_path), tmp_path, task)
+    src = _enlarged(_input(task, data, tmp_path), tmp_path, task, bundles[task])
     img = imread(src)
     ref, _, _ = _predict(load_predictor(_member(task, runs[task])), src, tmp_path / "run" / src.name)
     x = img.data
@@ -242,7 +250,7 @@ def test_a_2d_model_trained_on_volumes_is_scaled_over_the_volume_in_its_bundle(r
     rdf = yaml.safe_load(zipfile.ZipFile(bundles["care2d"]).read("rdf.yaml"))
     scale = [op for op in rdf["inputs"][0]["preprocessing"] if op["id"] == "scale_range"][0]
     assert scale["kwargs"]["axes"] == ["z", "y", "x"]
-    img = imread(_enlarged(_input("care2d", data, tmp_path), tmp_path, "care2d"))
+    img = imread(_enlarged(_input("care2d", data, tmp_path), tmp_path, "care2d", bundles["care2d"]))
     vol = img.data.astype(np.float32)
     vol[0] *= 0.05  # a dim first plane
     imwrite(tmp_path / "in" / "dim.tif", vol, img.meta)

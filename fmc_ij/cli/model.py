@@ -183,7 +183,12 @@ def export(
     name: str | None = typer.Option(None, help="Model name shown in deepImageJ / bioimage.io."),
     sample: Path | None = typer.Option(None, help="A raw input image for the test tensors and cover."),
     author: list[str] = typer.Option([], "--author", help="Author name (repeatable)."),
-    no_deepimagej: bool = typer.Option(False, "--no-deepimagej", help="Keep bioimageio.spec's newest rdf layout."),
+    no_deepimagej: bool = typer.Option(
+        False, "--no-deepimagej", help="Parameterised sizes and bioimageio.spec's newest rdf layout (no deepImageJ)."
+    ),
+    tile_memory: float | None = typer.Option(
+        None, min=1, help="Activation memory (MB) of one deepImageJ tile; sets the fixed tile (default 1024)."
+    ),
 ) -> None:
     """Export a run as a bioimage.io bundle (TorchScript + state dict), tested before it is written."""
     from fmc_ij.export import export as export_bundle
@@ -192,7 +197,8 @@ def export(
     if out.suffix.lower() != ".zip":
         raise FmcInputError(f"--out {out}: a bioimage.io bundle is a .zip file")
     data = imread(sample).data if sample else None
-    export_bundle(run, out, name=name, sample=data, deepimagej=not no_deepimagej, authors=author or None)
+    kw = {} if tile_memory is None else {"tile_memory_mb": tile_memory}
+    export_bundle(run, out, name=name, sample=data, deepimagej=not no_deepimagej, authors=author or None, **kw)
     _out.print(f"wrote {out} (passed bioimage.io's model test)")
 
 

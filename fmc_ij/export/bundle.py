@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import yaml
 from fmc_ij.errors import FmcInputError
 from fmc_ij.export import deepimagej as dij
 from fmc_ij.export.docs import cover, readme
+from fmc_ij.export.jdll import bundle_problems
 from fmc_ij.io import atomic_path
 from fmc_ij.model_io import BUNDLE_CONFIG, FMC_TAG, ModelContract, StoredModel, read_one
 from fmc_ij.nn.factory import ARCHITECTURES
@@ -60,8 +62,13 @@ class Layout:
     out_axes: list[str]  # the projection drops z
 
 
-def layout(c: ModelContract, net: torch.nn.Module, fixed_tiles: bool = False) -> Layout:
-    """The axes a bundle of ``net`` declares (see :class:`Layout`)."""
+def layout(
+    c: ModelContract, net: torch.nn.Module, fixed_tiles: bool = False, *, memory_mb: float | None = None,
+    stack_z: int | None = None,
+) -> Layout:  # fmt: skip
+    """The axes a bundle of ``net`` declares (see :class:`Layout`); with ``fixed_tiles`` the tile deepImageJ needs,
+    within ``memory_mb`` of activations (a projection's Z is its whole stack, ``stack_z``; a 2D-on-volume bundle
+    takes one plane per tile)."""
     nd = c.ndim
     step, radius = size_multiple(net, nd), receptive_radius(net, nd)
     planes = nd == 2 and len(c.data.axes or "") == 3  # a 2D model trained on volumes takes the volume
@@ -72,9 +79,10 @@ def layout(c: ModelContract, net: torch.nn.Module, fixed_tiles: bool = False) ->
     mins = [_round_up(2 * h + 1, m) for h, m in zip(halo, step)]
     fixed = None
     if fixed_tiles:
-        fixed = dij.fixed_tile(halo, step, dij.TILE_VOXELS[len(step)])
-        if planes:
-            fixed[0] = 1
+        lead = 1 if planes or c.task == "projection" else 0  # Z is not tiled: one plane, or the whole stack
+        mem = dij.TILE_MEMORY_MB if memory_mb is None else memory_mb
+        tile = dij.fixed_tile(halo[lead:], step[lead:], mins[lead:], c.network.base, mem)
+        fixed = ([1 if planes else int(stack_z or mins[0])] if lead else []) + tile
     out_axes = axes[1:] if c.task == "projection" else axes
     return Layout(axes, step, halo, mins, fixed, planes, out_axes)
 
@@ -169,6 +177,7 @@ def export(
     authors: list[str] | None = None,
     notes: str = "",
     target: np.ndarray | None = None,
+    tile_memory_mb: float | None = None,
 ) -> Path:
     """Export a stored model as a bioimage.io zip at ``out`` (tested first; nothing is left there on failure).
 
@@ -182,7 +191,11 @@ def export(
         A raw input image (YX / ZYX, channels first for a multi-channel model) for the test tensors and cover;
         default: the first training input.
     deepimagej : bool
-        Write what deepImageJ 3.1 needs (:mod:`fmc_ij.export.deepimagej`): format 0.5.10 with plain strings.
+        Write what deepImageJ 3.1 needs (:mod:`fmc_ij.export.deepimagej`): fixed tiles, format 0.5.10 with plain
+        strings; checked with :func:`fmc_ij.export.jdll.bundle_problems`. Off: parameterised sizes (newest layout).
+    tile_memory_mb : float, optional
+        Peak activation memory of one deepImageJ tile (default :data:`fmc_ij.export.deepimagej.TILE_MEMORY_MB`);
+        sets the fixed tile, and the test tensor, whose size bioimage.io's test then runs.
     notes : str
         Extra README text (e.g. held-out scores), under "Notes".
     target : ndarray, optional
@@ -199,15 +212,20 @@ def export(
         raise FmcInputError(f"{run}: an ensemble; export one member folder (e.g. {run}/member_0)")
     c = m.contract
     net0 = m.networks("cpu")[0]
-    lay = layout(c, net0, fixed_tiles=False)
-    net = _network(m, lay)
     x0, tgt0 = _sample(sample, target, m)
+    mem = dij.TILE_MEMORY_MB if tile_memory_mb is None else tile_memory_mb
+    lay = layout(c, net0, deepimagej, memory_mb=mem, stack_z=x0.shape[1] if c.task == "projection" else None)
+    net = _network(m, lay)
     x, y, tgt = test_tensors(m, net, lay, x0, tgt0)
     name = name or f"fmc-ij {c.network.arch} {c.ndim}D {run.stem}"
     with tempfile.TemporaryDirectory(prefix="fmc-bmz-") as tmp:
         zip_tmp = _package(Path(tmp), m, net, lay, x, y, tgt, name=name, authors=authors, notes=notes)
         if deepimagej:
             dij.make_compatible(zip_tmp)
+            with zipfile.ZipFile(zip_tmp) as z:
+                problems = bundle_problems(yaml.safe_load(z.read("rdf.yaml")))
+            if problems:  # a rule of deepImageJ's this exporter broke: a bug here, not the user's
+                raise RuntimeError(f"the bundle would not run in deepImageJ: {'; '.join(problems)}")
         _test(zip_tmp)
         with atomic_path(out) as final:
             shutil.copy(zip_tmp, final)

@@ -5,12 +5,14 @@ their sources (see ``docs/fiji.md``).
 - A stable ``config.bioimageio.nickname``: without it (or an ``id``) JDLL names the model ``friend-N`` from a counter
   that changes between listings, and recorded macros break.
 - Fixed input tile sizes: with parameterised sizes JDLL's ``TileCalculator`` loops forever once the padded image
-  exceeds 50,331,648 voxels (every Fuse My Cells volume); a fixed tile may be at most 3x the image per axis.
+  exceeds 50,331,648 voxels (every Fuse My Cells volume); a fixed tile may be at most 3x the image per axis
+  (the checks and the tile choice: :mod:`fmc_ij.export.jdll`).
 - ``documentation`` and ``covers`` as plain strings (JDLL casts them), which format 0.5.10 still allows.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from collections.abc import Sequence
@@ -18,20 +20,17 @@ from pathlib import Path
 
 import yaml
 
-#: JDLL's ``TileCalculator`` shrinks (and, for parameterised sizes, hangs) above this many voxels per tile.
-JDLL_MAX_TILE_VOXELS = 4096 * 4096 * 3
+from fmc_ij.export.jdll import choose_tile, tile_budget
+
 #: A finite upper bound for ``clip``: outputs are in target-normalised units (about 0 to 1.5), so it never binds.
 #: Written without an exponent: YAML 1.1 readers (PyYAML, SnakeYAML in Fiji) take ``1e+30`` for a string.
 CLIP_MAX = 1000000.0
-#: Voxels of one fixed input tile: about 64 x 192 x 192 for a 3D U-Net (a few hundred MB of activations in
-#: JDLL's engine at 32 base filters), 1024 x 1024 for 2D.
-TILE_VOXELS = {3: 64 * 192 * 192, 2: 1024 * 1024}
+#: Peak activation memory one deepImageJ tile may take by default (MB; ``FMC_IJ_TILE_MEMORY_MB`` overrides): the
+#: fixed tile, and the test tensor, follow from it (:func:`fmc_ij.export.jdll.choose_tile`; a 3D U-Net with 32 base
+#: filters gets about 72 x 144 x 144).
+TILE_MEMORY_MB = float(os.environ.get("FMC_IJ_TILE_MEMORY_MB", "1024"))
 #: The rdf format deepImageJ 3 reads (documentation and covers as strings).
 FORMAT_VERSION = "0.5.10"
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 def nickname(name: str) -> str:
@@ -39,23 +38,11 @@ def nickname(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "fmc-ij-model"
 
 
-def fixed_tile(halo: Sequence[int], step: Sequence[int], budget: int) -> list[int]:
-    """Fixed input tile sizes: each a multiple of ``step`` with a core of at least ``2 * halo`` (so at most half of
-    every tile is context), grown evenly until ``budget`` voxels (within :data:`JDLL_MAX_TILE_VOXELS`)."""
-    budget = min(budget, JDLL_MAX_TILE_VOXELS)
-    tile = [_round_up(4 * h + s, s) for h, s in zip(halo, step)]
-    while True:
-        grown = False
-        for i in sorted(range(len(tile)), key=lambda k: tile[k]):  # grow the smallest axis first
-            bigger = tile[:i] + [tile[i] + step[i]] + tile[i + 1 :]
-            vox = 1
-            for t in bigger:
-                vox *= t
-            if vox <= budget:
-                tile, grown = bigger, True
-                break
-        if not grown:
-            return tile
+def fixed_tile(halo: Sequence[int], step: Sequence[int], mins: Sequence[int], base: int,
+               memory_mb: float = TILE_MEMORY_MB) -> list[int]:  # fmt: skip
+    """The fixed input tile deepImageJ runs the bundle with: shaped like the halo, within ``memory_mb`` of
+    activations for a network of ``base`` filters (:func:`fmc_ij.export.jdll.choose_tile`)."""
+    return list(choose_tile(halo, step, mins, tile_budget(int(memory_mb * 2**20), base)))
 
 
 def make_compatible(zip_path: Path) -> None:

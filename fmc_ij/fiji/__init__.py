@@ -5,12 +5,13 @@
 - :mod:`fmc_ij.fiji.session`: :func:`connect` starts it (ImageJ 1, or a local Fiji.app offline);
 - :mod:`fmc_ij.fiji.commands`: the exact NanoJ-Core and NanoJ-SQUIRREL command strings;
 - :mod:`fmc_ij.fiji.deepimagej`: deepImageJ 3.1's rules (command keys, output names, install folder) and
-  one-load runs over many files; :mod:`fmc_ij.fiji.deepimagej_bundle`: what a bundle needs (tiles, clip, nickname);
+  one-load runs over many files; :mod:`fmc_ij.export.jdll`: what a bundle needs (tiles, clip, nickname);
 - :mod:`fmc_ij.fiji.process`: shipped macros (``macros/``) in a child ImageJ 1 or the user's Fiji
   (``--engine fiji``);
 - :mod:`fmc_ij.fiji.locate`: Java, ImageJ 1, Fiji, NanoJ on this machine. Nothing here downloads anything.
 """
 
+from fmc_ij.export.jdll import bundle_problems, choose_tile, min_image_size, tile_grid
 from fmc_ij.fiji.bridge import ImageJ, MacroError
 from fmc_ij.fiji.commands import (
     Command,
@@ -24,7 +25,6 @@ from fmc_ij.fiji.commands import (
     trim_key,
 )
 from fmc_ij.fiji.deepimagej import deepimagej_run, install_model, output_name, run_on_files, short_title
-from fmc_ij.fiji.deepimagej_bundle import bundle_problems, choose_tile, min_image_size, tile_grid
 from fmc_ij.fiji.locate import ImageJNotFound, find_fiji, find_ij_jar, find_java, find_nanoj, find_squirrel
 from fmc_ij.fiji.process import (
     MACROS_DIR,

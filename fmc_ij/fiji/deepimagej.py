@@ -14,7 +14,7 @@
   ``Fiji.app/models/<zip name>_<ddMMYYYY_HHmmss>.zip`` and unpacks it beside it (:func:`install_model`); the
   command is a window with no macro options.
 
-What a bundle needs for deepImageJ (tiles, clip, nickname) is in :mod:`fmc_ij.fiji.deepimagej_bundle`.
+What a bundle needs for deepImageJ (tiles, clip, nickname) is in :mod:`fmc_ij.export.jdll`.
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fmc_ij.errors import FmcInputError
-
 #: JDLL's TileCalculator.OPTIMAL_MAX_NUMBER_PIXELS: above it, parametrised sizes hang (dl-modelrunner 0.6.1).
 JDLL_MAX_TILE_VOXELS = 4096 * 4096 * 3
 JDLL_MAX_TILE_TO_IMAGE = 3  # TileMaker.validateTileVsImageSize: tile <= 3 x image, per axis
@@ -83,7 +81,8 @@ def choose_tile(halo: Sequence[int], step: Sequence[int], mins: Sequence[int], m
     its step (and kept at least ``min`` and 2 h + step): JDLL centres a tile on an image smaller than it, shifting
     it by (tile - image) / 2, and the network's pooling grid (the step) survives that shift for every image size
     that is a multiple of twice the step. While the tile is too large, the axis with the largest t / h loses two
-    steps. The smallest image deepImageJ then runs the bundle on is ceil(t / 3) per axis.
+    steps. The smallest image deepImageJ then runs the bundle on is ceil(t / 3) per axis. A budget below the
+    smallest valid tile gives that tile (the budget is an estimate; the network cannot run smaller tiles).
     """
     n = len(halo)
     grid = [2 * s for s in step]
@@ -94,7 +93,7 @@ def choose_tile(halo: Sequence[int], step: Sequence[int], mins: Sequence[int], m
     while math.prod(tile) > max_voxels:
         shrinkable = [i for i in range(n) if tile[i] - grid[i] >= lowest[i]]
         if not shrinkable:
-            raise FmcInputError(f"no tile of at most {max_voxels} voxels fits the halo {list(halo)}; raise the budget")
+            break
         i = max(shrinkable, key=lambda j: tile[j] / max(halo[j], 1))
         tile[i] -= grid[i]
     return tuple(tile)
