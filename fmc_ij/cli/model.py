@@ -138,6 +138,9 @@ def predict(
         False, "--no-resample", help="Keep the input's voxel size (default: resampled to the model's training grid)."
     ),
     strict: bool = typer.Option(False, help="Refuse inputs far from the model's training voxel size."),
+    gate: str = typer.Option(
+        "on", help="on: keep the input where the model is out of its depth (writes *_gate.tif); off: raw output."
+    ),
     workers: int | None = typer.Option(None, min=1, help="Spread the work over a Dask LocalCluster of N workers."),
     scheduler: str | None = typer.Option(None, help="Spread the work over a running Dask cluster (address)."),
 ) -> None:
@@ -154,12 +157,14 @@ def predict(
         raise FmcInputError(f"--scale {output!r}: choose input, float32 or normalized")
     if fallback not in (None, "difference", "uncertainty"):
         raise FmcInputError(f"--fallback {fallback!r}: choose difference or uncertainty")
+    if gate not in ("on", "off"):
+        raise FmcInputError(f"--gate {gate!r}: choose on or off")
     p = load_predictor(model, device)
     p.tta = tta
     kw: dict[str, Any] = {"tile": _parse_ints(tile, "--tile") if tile else None, "batch": batch,
                           "halo": _parse_ints(halo, "--halo") if halo else None}  # fmt: skip
     opts: dict[str, Any] = {"output": output, "fallback": fallback, "uncertainty": not no_uncertainty,
-                            "resample": not no_resample, "strict": strict}  # fmt: skip
+                            "resample": not no_resample, "strict": strict, "gate": gate == "on"}  # fmt: skip
     if workers or scheduler:
         from fmc_ij.predict.distributed import dask_client, predict_file_dask, predict_files_dask
 

@@ -23,6 +23,8 @@ from fmc_ij.model_io.bundle import (
 )
 from fmc_ij.model_io.contract import (
     CONTRACT_FORMAT,
+    Calibration,
+    GateCalibration,
     ModelContract,
     Normalization,
     Provenance,
@@ -36,6 +38,8 @@ from fmc_ij.model_io.stored import MODEL_FILE, ChannelModels, StoredModel, safe_
 __all__ = [
     "BUNDLE_CONFIG",
     "CONTRACT_FORMAT",
+    "Calibration",
+    "GateCalibration",
     "FMC_TAG",
     "MODEL_FILE",
     "ChannelModels",

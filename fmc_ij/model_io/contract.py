@@ -62,6 +62,23 @@ class Provenance(_Strict):
     init: str | None = None
 
 
+class GateCalibration(_Strict):
+    """What the prediction gate compares an input with (:mod:`fmc_ij.predict.gate`), measured after training."""
+
+    #: Mean and standard deviation of the network's deepest activations (per channel: means, then standard
+    #: deviations) over training patches.
+    feature_mean: list[float] = Field(default_factory=list)
+    feature_std: list[float] = Field(default_factory=list)
+    #: The out-of-distribution score of training and validation volumes (in domain by definition).
+    in_domain: list[float] = Field(default_factory=list)
+
+
+class Calibration(_Strict):
+    gate: GateCalibration | None = None
+    #: Multiplies the reported standard deviation so that mean +- 1.645 sd covers 90% of held-out voxels.
+    uncertainty_scale: float | None = None
+
+
 class ModelContract(_Strict):
     """The stored model's promise (see the module docstring)."""
 
@@ -73,6 +90,7 @@ class ModelContract(_Strict):
     channels: list[str] = Field(default_factory=list)
     data: TrainingData = Field(default_factory=TrainingData)
     provenance: Provenance = Field(default_factory=Provenance)
+    calibration: Calibration = Field(default_factory=Calibration)
 
     @property
     def output_floor(self) -> float | None:

@@ -48,6 +48,24 @@ def forward_padded(
     return y
 
 
+def bottleneck(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The network's deepest block (CARE U-Net ``bottom``, Wang ``bridge``, ProjectionCARE's 2D ``bottom``): its
+    activations summarise what the network sees, for out-of-distribution scores. None for other networks."""
+    for path in ("bottom", "bridge", "restore.bottom"):
+        mod: torch.nn.Module | None = model
+        for part in path.split("."):
+            mod = getattr(mod, part, None)
+        if isinstance(mod, torch.nn.Module):
+            return mod
+    return None
+
+
+def feature_summary(activations: torch.Tensor) -> torch.Tensor:
+    """(N, 2C): the mean and standard deviation of every channel of (N, C, *spatial) activations."""
+    flat = activations.float().flatten(2)
+    return torch.cat([flat.mean(2), flat.std(2)], 1)
+
+
 def receptive_radius(model: torch.nn.Module, ndim: int) -> list[int]:
     """The network's per-axis receptive radius (0 for a model that does not report one)."""
     fn = getattr(model, "receptive_radius", None)

@@ -29,11 +29,13 @@ BORDER = 8
 
 @dataclass
 class Prediction:
-    """The restored image and, when the model provides one, its uncertainty (a standard deviation)."""
+    """The restored image and, when the model provides one, its uncertainty (a standard deviation); ``features``:
+    one summary of the network's deepest activations per tile (the gate's out-of-distribution score)."""
 
     image: Any
     uncertainty: Any | None
     normalizer: Normalizer | ChannelNormalizer
+    features: np.ndarray | None = None
 
 
 def _layout(ndim_model: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -83,8 +85,9 @@ def plan_tiles(
 
 def run_tiles(
     predictor: Predictor, image: Any, norm: Normalizer | ChannelNormalizer, chunk: list[Job]
-) -> list[tuple[tuple[slice, ...], np.ndarray, np.ndarray | None]]:
-    """Predict one batch of tiles: (destination, mean core, uncertainty core or None) per tile.
+) -> list[tuple[tuple[slice, ...], np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """Predict one batch of tiles: (destination, mean core, uncertainty core or None, activation summary or None)
+    per tile.
 
     A multi-channel model (:attr:`Predictor.channels` > 1) reads and writes channel-first images."""
     lead: tuple[slice, ...] = (slice(None),) if predictor.channels > 1 else ()
@@ -94,6 +97,7 @@ def run_tiles(
         block = norm(np.asarray(image[read]))
         blocks.append(pad_tile(block if lead else block[None], [(0, 0), *t.pad]))
     mean, unc = predictor(torch.from_numpy(np.stack(blocks)))
+    feats = predictor.last_features.numpy() if predictor.last_features is not None else None
     mean_np, unc_np = mean.cpu().numpy(), unc.cpu().numpy() if unc is not None else None
     if not lead:
         mean_np, unc_np = mean_np[:, 0], unc_np[:, 0] if unc_np is not None else None
@@ -101,7 +105,8 @@ def run_tiles(
     for k, (z, t) in enumerate(chunk):
         inner = lead + tuple(slice(o, o + (c.stop - c.start)) for o, c in zip(t.offset, t.core))
         dst = lead + (t.core if z is None else (z, *t.core))
-        res.append((dst, mean_np[k][inner], unc_np[k][inner] if unc_np is not None else None))
+        res.append((dst, mean_np[k][inner], unc_np[k][inner] if unc_np is not None else None,
+                    feats[k] if feats is not None else None))  # fmt: skip
     return res
 
 
@@ -156,12 +161,15 @@ def predict_array(
     if uncertainty_out is None and predictor.has_uncertainty:
         uncertainty_out = np.zeros(shape, np.float32)
     it = track(chunks, "predict", total=len(chunks)) if progress and len(chunks) > 1 else chunks
+    feats = []
     for chunk in it:
-        for dst, mean, unc in run_tiles(predictor, image, norm, chunk):
+        for dst, mean, unc, feat in run_tiles(predictor, image, norm, chunk):
             out[dst] = mean
             if unc is not None and uncertainty_out is not None:
                 uncertainty_out[dst] = unc
-    return Prediction(out, uncertainty_out, norm)
+            if feat is not None:
+                feats.append(feat)
+    return Prediction(out, uncertainty_out, norm, np.stack(feats) if feats else None)
 
 
 def difference_weight(inp: np.ndarray, pred: np.ndarray, *, size: int = 9, sigma: float = 3.0) -> np.ndarray:

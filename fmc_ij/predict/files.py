@@ -69,6 +69,7 @@ def predict_file(
     engine: Engine | None = None,
     resample: bool = True,
     strict: bool = False,
+    gate: bool = True,
 ) -> list[Path]:
     """Predict one image file; write ``dst`` (and ``<dst stem>_uncertainty.tif``) with the input's metadata.
 
@@ -79,6 +80,8 @@ def predict_file(
     models; isotropic and projection results are held in memory). ``engine``: the tile runner (default this
     process; :class:`fmc_ij.predict.distributed.DaskTiles` for a cluster). ``resample``: bring the image to the
     model's training voxel size and back (``strict``: a far-off scale is an error; :mod:`fmc_ij.predict.resample`).
+    ``gate`` (default on, off with a ``fallback``): keep the input where the model is out of its depth or contradicts
+    the input (:mod:`fmc_ij.predict.gate`); the map is written as ``<dst stem>_gate.tif``.
     """
     src, dst = Path(src), Path(dst)
     img = open_lazy(src)
@@ -92,7 +95,8 @@ def predict_file(
         predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
     img = _model_layout(predictor, img, src.name)
     kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine,
-                          "unit": img.meta.unit, "resample": resample, "strict": strict}  # fmt: skip
+                          "unit": img.meta.unit, "resample": resample, "strict": strict,
+                          "gate": gate and fallback is None}  # fmt: skip
     streamed = predictor.task == "restore" and (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream)
     if not streamed:
         res = restore(predictor, img.data, axes=img.axes, spacing=img.spacing, **kw)
@@ -108,6 +112,9 @@ def predict_file(
         unc = None
         if uncertainty and predictor.has_uncertainty:
             unc = zarr.open_array(f"{tmp}/unc.zarr", mode="w", shape=img.shape, chunks=chunks, dtype="float32")
+        if kw["gate"]:
+            kw["gate_out"] = zarr.open_array(f"{tmp}/gate.zarr", mode="w", shape=img.shape, chunks=chunks,
+                                             dtype="float32")  # fmt: skip
         # Fresh memory maps index the file's own axis order; a channel-first view reads through its own map.
         # (a cluster's workers read their tiles the same way: the reader travels as the file's path).
         fresh = predictor.channels == 1 and (isinstance(img.data, np.memmap) or engine is not None)
@@ -155,9 +162,10 @@ def write_prediction(
     :class:`Restored` on another grid (isotropic, projection) is written with its own axes and voxel size and
     the input's dtype."""
     dst = Path(dst)
-    meta, same_grid = img.meta, True
+    meta, same_grid, gate_map = img.meta, True, None
     if isinstance(pred, Restored):
         same_grid = pred.same_grid
+        gate_map = pred.gate.weight if pred.gate is not None else None
         if not same_grid:
             meta = img.meta.replace(axes=pred.axes, spacing=pred.spacing)
         pred = pred.prediction
@@ -178,10 +186,17 @@ def write_prediction(
 
     out_dtype = imagej_dtype(img.dtype) if output == "input" else np.float32
     written = [imwrite(dst, lazy(mean, convert, out_dtype), meta)]
+    stem = dst.name.split(".")[0]
     if uncertainty and unc is not None:
         sd = lazy(unc, (lambda a: np.asarray(a, np.float32)) if output == "normalized" else norm.scale, np.float32)
-        written.append(imwrite(dst.with_name(dst.name.split(".")[0] + "_uncertainty.tif"), sd, meta))
+        written.append(imwrite(dst.with_name(stem + "_uncertainty.tif"), sd, meta))
+    if gate_map is not None:  # 1: the network's value, 0: the input's
+        written.append(imwrite(dst.with_name(stem + "_gate.tif"), lazy(gate_map, _as_float, np.float32), meta))
     return written
+
+
+def _as_float(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike], pattern: str = "*") -> list[tuple[Path, Path]]:

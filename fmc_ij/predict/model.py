@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -13,7 +13,9 @@ from fmc_ij.errors import FmcInputError
 from fmc_ij.model_io import ChannelModels, ModelContract, StoredModel, is_bundle, is_fmc_bundle, read_model
 from fmc_ij.nn.factory import ModelConfig
 from fmc_ij.nn.infer import (
+    bottleneck,
     channels_last,
+    feature_summary,
     fuse_batchnorm,
     inference_precision,
     receptive_radius,
@@ -81,7 +83,18 @@ class Predictor:
         self._layout = channels_last(self.model.ndim)
         self.nets = [to_channels_last(n, self.model.ndim) for n in self.nets]
         # What runs: BatchNorm folded into the convolutions (``nets`` keep their layers for export).
-        self._run = [to_channels_last(fuse_batchnorm(n), self.model.ndim) for n in self.nets]
+        # Always a copy: the feature hook below stays off the networks that are exported or fine-tuned.
+        self._run = [to_channels_last(_copy(fuse_batchnorm(n), n), self.model.ndim) for n in self.nets]
+        # The first member's deepest activations, summarised per sample of the last batch (the gate's
+        # out-of-distribution score; free: a hook on the pass that runs anyway).
+        self.last_features: torch.Tensor | None = None
+        deep = bottleneck(self._run[0])
+        if deep is not None:
+            deep.register_forward_hook(self._keep_features)
+
+    def _keep_features(self, _module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if self.last_features is None:  # the un-flipped pass of the first member
+            self.last_features = feature_summary(output).cpu()
 
     @property
     def ndim(self) -> int:
@@ -123,6 +136,7 @@ class Predictor:
         combined when both apply, else None.
         """
         x = x.to(self.device).contiguous(memory_format=self._layout)
+        self.last_features = None
         nd = self.ndim
         flips = [(), (nd + 1,), (nd,), (nd, nd + 1)] if self.tta else [()]
         means, scales = [], []
@@ -144,6 +158,12 @@ class Predictor:
         if self.model.output_floor is not None:
             mean = mean.clamp_min(self.model.output_floor)
         return mean, (var.sqrt() if var is not None else None)
+
+
+def _copy(run: torch.nn.Module, original: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(original) if run is original else run
 
 
 @dataclass

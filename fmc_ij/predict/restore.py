@@ -14,6 +14,7 @@ The tile runner is pluggable (``engine``): :func:`fmc_ij.predict.predict_array` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.norm import ChannelNormalizer, Normalizer
+from fmc_ij.predict import gate as G
 from fmc_ij.predict import resample as rs
 from fmc_ij.predict.core import Prediction, predict_array
 from fmc_ij.predict.isotropic import predict_isotropic
@@ -45,10 +47,13 @@ class Restored:
     spacing: dict[str, float]
     #: Whether the result lies on the input's grid (fallbacks and gates blend with the input only then).
     same_grid: bool = True
+    features: np.ndarray | None = None
+    #: The safety gate's map and verdict, when it ran (the image is then the gated blend).
+    gate: G.GateResult | None = None
 
     @property
     def prediction(self) -> Prediction:
-        return Prediction(self.image, self.uncertainty, self.normalizer)
+        return Prediction(self.image, self.uncertainty, self.normalizer, self.features)
 
 
 def _spatial(axes: str) -> str:
@@ -67,6 +72,8 @@ def restore(
     unit: str | None = None,
     resample: bool = True,
     strict: bool = False,
+    gate: bool = True,
+    gate_out: Any | None = None,
     **tiling: Any,
 ) -> Restored:
     """Run ``predictor``'s task on ``image`` (numpy or lazy; ``axes`` e.g. ``ZYX``, ``CZYX`` for a multi-channel
@@ -83,6 +90,9 @@ def restore(
     unit : str, optional
         The length unit of ``spacing``; with ``resample`` the image is brought to the model's training voxel size
         and the result back (:mod:`fmc_ij.predict.resample`); ``strict`` makes a far-off scale an error.
+    gate : bool
+        Keep the input where the model is out of its depth or contradicts the input (:mod:`fmc_ij.predict.gate`);
+        same-grid results only (``gate_out``: an on-disk destination for the map when streaming).
     tiling
         ``tile``, ``halo``, ``border``, ``batch``, ``progress``, ``normalizer`` as in :func:`predict_array`.
     """
@@ -108,9 +118,46 @@ def restore(
     scale = rs.plan(predictor.contract, axes, spacing, unit) if resample else None  # type: ignore[arg-type]
     if scale is not None and scale.needed:
         rs.check_scale(scale, strict)
-        return _restore_resampled(predictor, image, scale, engine, axes, spacing, tiling)
-    pred = engine(predictor, image, out=out, uncertainty_out=uncertainty_out, **tiling)
-    return Restored(pred.image, pred.uncertainty, pred.normalizer, axes, spacing)
+        res = _restore_resampled(predictor, image, scale, engine, axes, spacing, tiling)
+    else:
+        pred = engine(predictor, image, out=out, uncertainty_out=uncertainty_out, **tiling)
+        res = Restored(pred.image, pred.uncertainty, pred.normalizer, axes, spacing, features=pred.features)
+    return _gated(predictor, image, res, gate_out) if gate else res
+
+
+class _Normalized:
+    """The input as the network saw it (normalised), read lazily slab by slab (a channel's own normaliser)."""
+
+    def __init__(self, image: Any, norm: Normalizer | ChannelNormalizer):
+        self.image, self.norm, self.shape = image, norm, tuple(image.shape)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if isinstance(self.norm, ChannelNormalizer) and idx and isinstance(idx[0], int):
+            return self.norm.parts[idx[0]](np.asarray(self.image[idx]))
+        return self.norm(np.asarray(self.image[idx]))
+
+
+def _gated(predictor: Predictor, image: Any, res: Restored, gate_out: Any | None) -> Restored:
+    """The same-grid result blended with the input through the gate map (in slabs: the same in memory or on disk)."""
+    cal = predictor.contract.calibration.gate  # type: ignore[union-attr]
+    channels = predictor.channels > 1
+    xn = _Normalized(image, res.normalizer)
+    verdict = G.gate(xn, res.image, res.features, cal, channels=channels, out=gate_out)
+    y, w = res.image, verdict.weight
+    if isinstance(y, np.ndarray):
+        y = G.blend(xn[...], y, np.asarray(w))
+    else:  # on disk: blended slab by slab, in place
+        for sl in _slabs(tuple(y.shape), channels):
+            y[sl] = G.blend(xn[sl], np.asarray(y[sl]), np.asarray(w[sl]))
+    _log.info(verdict.describe())
+    return dataclasses.replace(res, image=y, gate=verdict)
+
+
+def _slabs(shape: tuple[int, ...], channels: bool) -> list[tuple]:
+    lead = [(c,) for c in range(shape[0])] if channels else [()]
+    n = shape[1] if channels else shape[0]
+    return [c + (slice(z, min(n, z + G.SLAB)),) for c in lead for z in range(0, n, G.SLAB)]
 
 
 def _restore_resampled(
@@ -125,4 +172,4 @@ def _restore_resampled(
     pred = engine(predictor, rs.zoom_to(x, scale.zoom), normalizer=norm, **tiling)
     back = [rs.zoom_to(np.asarray(a), (), shape=x.shape) if a is not None else None
             for a in (pred.image, pred.uncertainty)]  # fmt: skip
-    return Restored(back[0], back[1], norm, axes, spacing)
+    return Restored(back[0], back[1], norm, axes, spacing, features=pred.features)

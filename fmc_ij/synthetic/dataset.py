@@ -58,8 +58,12 @@ def simulate_lightsheet_dataset(
     flavour: TiffFlavour = "imagej",
     start_index: int = 0,
     overwrite: bool = False,
+    randomize: bool = False,
 ) -> Path:
     """Write ``n`` specimens as ``image_{N}_{channel}_{angle|fused}.tif`` with the challenge's metadata.
+
+    With ``randomize`` every specimen gets its own specimen, voxel size and optics
+    (:meth:`LightSheetConfig.randomized`, of ``cfg``'s shape): training data for a model that covers many studies.
 
     With ``misregister`` the angle view is shifted and elastically warped relative to the fused one;
     the displacement (``truth/image_{N}_{channel}_displacement.ome.tif``, axes CZYX with C = the Z, Y, X
@@ -77,15 +81,16 @@ def simulate_lightsheet_dataset(
     _prepare(out, overwrite)
     truth: dict[str, Any] = {}
     for i in track(range(start_index, start_index + n), "simulate light-sheet", total=n):
-        views = simulate_lightsheet(cfg, seed=seed * 100_003 + i, channels=channels, truth=False)
+        spec_cfg = LightSheetConfig.randomized(np.random.default_rng([seed, i, 11]), cfg.shape) if randomize else cfg
+        views = simulate_lightsheet(spec_cfg, seed=seed * 100_003 + i, channels=channels, truth=False)
         for ch, v in views.items():
             meta = ImageMeta(
-                axes="ZYX", spacing=dict(zip("ZYX", cfg.spacing)), unit="µm", channel=ch, study=SYNTHETIC_STUDY
+                axes="ZYX", spacing=dict(zip("ZYX", spec_cfg.spacing)), unit="µm", channel=ch, study=SYNTHETIC_STUDY
             )
             angle = v["angle"]
             if misregister:
                 rng = np.random.default_rng([seed, i, CHANNELS.index(ch), 7])
-                angle, info, disp = _misregister(angle, rng, cfg.spacing)
+                angle, info, disp = _misregister(angle, rng, spec_cfg.spacing)
                 truth[f"image_{i}_{ch}"] = info
                 imwrite(
                     out / "truth" / f"image_{i}_{ch}_displacement.ome.tif",
@@ -96,7 +101,8 @@ def simulate_lightsheet_dataset(
             imwrite(out / f"image_{i}_{ch}_fused.tif", v["fused"], meta, flavour=flavour)
     if truth:
         write_text_atomic(out / "truth" / "misregistration.json", json.dumps(truth, indent=2) + "\n")
-    _record(out, "lightsheet", cfg, seed=seed, n=n, channels=list(channels), misregister=misregister)
+    _record(out, "lightsheet", cfg, seed=seed, n=n, channels=list(channels), misregister=misregister,
+            randomize=randomize)  # fmt: skip
     return out
 
 

@@ -63,8 +63,34 @@ class LightSheetConfig:
     background_photons: float = 2.0
     read_noise: float = 2.0
     offset: float = 100.0
+    #: Light-sheet stripes of the single view: relative depth of the shadows cast along X (0: none).
+    stripes: float = 0.0
     #: Largest rendering region in fine-grid voxels (memory: about 50 bytes each).
     max_region_voxels: int = 60_000_000
+
+    @classmethod
+    def randomized(cls, rng: np.random.Generator, shape: tuple[int, int, int] = (48, 160, 160)) -> LightSheetConfig:
+        """A specimen and microscope drawn from ranges that span the Fuse My Cells studies: voxel sizes 1-3 um
+        axially and 0.2-0.45 um laterally, cells 6-14 um, shallow to deep attenuation, thin to thick PSFs, dim to
+        bright, with or without stripes (domain randomisation: one model for many studies)."""
+        u = rng.uniform
+        lat = float(u(0.2, 0.45))
+        return cls(
+            shape=shape,
+            spacing=(float(u(1.0, 3.0)), lat, lat),
+            cell_diameter=float(u(6.0, 14.0)),
+            nucleus_fraction=float(u(0.5, 0.8)),
+            attenuation_um=float(u(20.0, 120.0)),
+            blur_lateral_um=(float(u(0.15, 0.45)), float(u(0.8, 2.4))),
+            blur_axial_um=(float(u(0.8, 2.0)), float(u(2.0, 5.0))),
+            depth_max_um=float(u(30.0, 80.0)),
+            haze=float(u(0.05, 0.5)),
+            photons_single=float(np.exp(u(np.log(300.0), np.log(6000.0)))),
+            photons_fused=float(np.exp(u(np.log(2000.0), np.log(10000.0)))),
+            read_noise=float(u(1.0, 4.0)),
+            offset=float(round(u(60.0, 400.0))),
+            stripes=float(u(0.0, 0.3)) if u() < 0.5 else 0.0,
+        )
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
@@ -135,6 +161,8 @@ class Specimen:
     membrane: np.ndarray
     labels: np.ndarray
     depth_um: np.ndarray
+    #: The lateral rows of the region (stripes are a function of the absolute row).
+    ys: slice = dataclasses.field(default_factory=lambda: slice(0, 0))
 
 
 def _cell_labels(geo: Geometry, ys: slice, xs: slice, margin: int) -> np.ndarray:
@@ -220,12 +248,18 @@ def make_specimen(geo: Geometry, cfg: LightSheetConfig, ys: slice, xs: slice) ->
     # Depth below the specimen surface along the detection axis (Z, objective on top): analytic.
     ztop = c[0] - r[0] * np.sqrt(np.clip(1.0 - lateral[:, inner[1], inner[2]], 0.0, None))
     depth = np.where(lateral[:, inner[1], inner[2]] <= 1.0, np.clip(zz - ztop, 0.0, None), 0.0).astype(np.float32)
-    return Specimen(nucleus, membrane.astype(np.float32), labels, depth)
+    return Specimen(nucleus, membrane.astype(np.float32), labels, depth, ys)
 
 
 def _sample_z(vol: np.ndarray, k: int) -> np.ndarray:
     """Point-sample every k-th fine slice, offset to the middle of each axial step."""
     return vol[k // 2 :: k] if k > 1 else vol
+
+
+def _stripes(ny: int, depth: float, period_px: float, rng: np.random.Generator) -> np.ndarray:
+    noise = ndimage.gaussian_filter1d(rng.standard_normal(ny), period_px / 2.0)
+    noise /= np.abs(noise).max() + 1e-12
+    return np.clip(1.0 - depth * np.abs(noise), 0.0, 1.0).astype(np.float32).reshape(1, ny, 1)
 
 
 def render_views(
@@ -234,6 +268,9 @@ def render_views(
     """Expected photons (noise-free) of the single view and of the fused view, on the output Z grid."""
     fs = geo.fine_spacing
     att = np.exp(-spec.depth_um / cfg.attenuation_um).astype(np.float32)
+    if cfg.stripes > 0:  # shadows cast along the illumination axis (X): constant along X, random along Y
+        profile = _stripes(geo.fine_shape[1], cfg.stripes, 8.0 / fs[1], np.random.default_rng(int(geo.seeds.size)))
+        att = att * profile[:, spec.ys]
     single = depth_varying_blur(
         density * att,
         spec.depth_um / cfg.depth_max_um,
