@@ -24,12 +24,14 @@ from fmc_ij.register.shift import MIN_PEAK_Z, estimate_shift
 
 @dataclass
 class LevelInfo:
-    """What one pyramid level did."""
+    """What one pyramid level did (``kind`` "dense": the refinement, ``block`` its control-point spacing,
+    ``n_blocks`` its control points, ``n_kept`` its Gauss-Newton steps)."""
 
     block: tuple[int, ...]
     n_blocks: int
     n_kept: int
     ncc: float  # global NCC after the level
+    kind: str = "blocks"
 
 
 @dataclass
@@ -220,6 +222,16 @@ def block_sizes(shape: Sequence[int], min_block: int = 64, max_levels: int = 3) 
     return sizes or [tuple(min(min_block, n) for n in shape)]
 
 
+def refine_spacing_for(shape: Sequence[int]) -> int:
+    """Control-point spacing of the dense refinement: 1/16 of the smaller lateral side, within 16..128 voxels.
+
+    Measured on smooth 3 px warps: 16 px on 256^2 textures (0.26 -> 0.06 px RMS); on the 2048^2 light-sheet
+    plane, whose specimen fills a fraction of the field, 16 px fits the views' differing blur (0.54 px) and
+    128 px gives 0.058 px (pyramid alone 0.083).
+    """
+    return int(max(16, min(128, min(shape[-2:]) // 16)))
+
+
 def elastic_register(
     ref: np.ndarray | torch.Tensor,
     mov: np.ndarray | torch.Tensor,
@@ -230,6 +242,8 @@ def elastic_register(
     max_shift: float | None = None,
     passes_last_level: int | None = None,
     overlap: float = 0.0,
+    refine: bool = True,
+    refine_spacing: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> ElasticResult:
@@ -256,6 +270,12 @@ def elastic_register(
         Fraction of a block shared with each neighbour (0.5: four times the blocks in 2D, eight in 3D, i.e. that
         much more time). Measured on the same warps, 0.5 helps only where few blocks hold structure (1024^2
         plane: 0.120 -> 0.096 px RMS) and not on 2048^2 planes (0.083 either way).
+    refine : bool
+        After the pyramid, fit a regularised dense correction on control points every ``refine_spacing`` voxels
+        (:func:`fmc_ij.register.dense.dense_refine`): it bends within blocks and carries the field across blocks
+        without structure. Measured on 256^2 fluorescence textures warped by up to 3 px: 0.26 -> 0.06 px RMS.
+    refine_spacing : int, optional
+        Control-point spacing of the refinement (default :func:`refine_spacing_for`).
 
     Returns
     -------
@@ -300,4 +320,22 @@ def elastic_register(
     full = _to_full(total, shape, step)
     if pending:
         info.append(LevelInfo(*pending.pop(), ncc(r[sub], warp(m, full)[sub])))
+    if refine:
+        from fmc_ij.register.dense import dense_refine
+
+        h = refine_spacing or refine_spacing_for(shape)
+        refined, steps = dense_refine(r, m, full, spacing=h)
+        after = ncc(r[sub], warp(m, refined)[sub])
+        nodes = int(np.prod([math.ceil((n - 1) / h) + 1 for n in shape]))
+        if not info or after >= info[-1].ncc:  # a refinement that matches worse is dropped (kept: 0 steps)
+            full = refined
+        info.append(
+            LevelInfo(
+                (h,) * nd,
+                nodes,
+                len(steps) if full is refined else 0,
+                max(after, info[-1].ncc if info else after),
+                "dense",
+            )
+        )
     return ElasticResult(full.cpu().numpy().astype(np.float32), info)
