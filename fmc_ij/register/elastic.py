@@ -66,14 +66,19 @@ def warp(image: torch.Tensor | np.ndarray, field_: torch.Tensor | np.ndarray, *,
     return out[0, 0]
 
 
-def valid_region(field_: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Voxels whose source ``p + field`` lies inside the moving image (the overlap)."""
+def valid_region(field_: np.ndarray | torch.Tensor, extent: Sequence[float] | None = None) -> np.ndarray:
+    """Voxels whose source ``p + field`` lies inside the moving image (the overlap).
+
+    ``extent``: per axis, the last coordinate the moving image covers on this grid (default ``n - 1``): an image
+    resampled from a smaller field of view covers less than the grid, and what lies beyond it was never seen.
+    """
     fld = np.asarray(field_.cpu() if torch.is_tensor(field_) else field_)
     shape = fld.shape[1:]
     ok = np.ones(shape, bool)
     for a, n in enumerate(shape):
+        hi = (n - 1) if extent is None else min(n - 1, float(extent[a]))
         src = np.arange(n).reshape([n if i == a else 1 for i in range(len(shape))]) + fld[a]
-        ok &= (src >= 0) & (src <= n - 1)
+        ok &= (src >= 0) & (src <= hi + 1e-6)
     return ok
 
 
