@@ -82,8 +82,9 @@ def infer_axes(shape: tuple[int, ...], *, has_z: bool = False) -> tuple[str, str
     """Axes of an array whose file does not name them, and a note saying what was guessed (empty if nothing).
 
     2D: YX. 3D: CYX when the first axis has at most :data:`MAX_INFERRED_CHANNELS` planes (a 2-3 plane "volume"
-    is rarer than a 2-3 channel image) unless ``has_z`` (the file calibrates a Z axis), ZYX otherwise. 4D: the smaller of the two leading axes is the channel axis
-    when it has at most 8 entries (ZCYX as ImageJ stores hyperstacks, CZYX as numpy users write them). 5D: TCZYX.
+    is rarer than a 2-3 channel image) unless ``has_z`` (the file calibrates a Z axis), ZYX otherwise. 4D: the
+    smaller of the two leading axes is the channel axis when it has at most 8 entries (ZCYX as ImageJ stores
+    hyperstacks, CZYX as numpy users write them). 5D: TCZYX.
     """
     nd = len(shape)
     if nd == 2:

@@ -161,13 +161,32 @@ def _key_value_description(desc: str) -> dict[str, Any]:
     return raw
 
 
-def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
-    """Reject truncated files: tifffile would silently return fewer planes or zeros."""
+def _check_complete(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Reject truncated or inconsistent files: tifffile would silently return fewer planes, zeros, or a huge image
+    of nothing (a damaged ImageLength tag).
+
+    A contiguous series (ImageJ, shaped, untiled OME) is checked from its data offset and size alone: its pages
+    are not parsed one by one, which is what reading would cost again.
+    """
     size = path.stat().st_size
     n_pages = len(tif.pages)
     expected = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
     if expected is not None and int(expected) > n_pages:
         raise FmcInputError(f"{path}: truncated file ({n_pages} of {expected} planes); re-export or re-download it")
+    first = tif.pages.first
+    offsets = getattr(first, "dataoffsets", ())
+    chunks = int(np.prod(getattr(first, "chunked", (len(offsets),)))) * (
+        int(getattr(first, "samplesperpixel", 1)) if getattr(first, "planarconfig", 1) == 2 else 1
+    )
+    if offsets and chunks != len(offsets):
+        raise FmcInputError(
+            f"{path}: damaged tags ({len(offsets)} strips/tiles stored for an image that needs {chunks}); "
+            "re-export the file"
+        )
+    if series.dataoffset is not None:
+        if series.dataoffset + series.nbytes > size:
+            raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
+        return
     for page in tif.pages:
         offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
         if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
@@ -211,8 +230,8 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
     stage = "metadata"
     try:
         with tifffile.TiffFile(path) as tif:
-            _check_complete(tif, path)
             series = tif.series[0]
+            _check_complete(tif, series, path)
             meta = _read_meta(tif, series)
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             data = None
@@ -226,12 +245,46 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
     except FmcInputError as e:
         msg = str(e)
         raise FmcInputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as e:
-        if stage == "pixels":
-            raise FmcInputError(
-                f"{path}: pixel data unreadable ({type(e).__name__}: {e}); the file may be truncated"
-            ) from None
-        raise FmcInputError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); check the file") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # a damaged file makes the parser fail in any way (struct, zero division, assertions)
+        raise _damaged(path, e, stage) from None
+
+
+def _damaged(path: Path, e: BaseException, stage: str = "pixels") -> FmcInputError:
+    """The one-line error for a file tifffile cannot parse or decode (the exception's text, shortened)."""
+    detail = " ".join(str(e).split())[:120]
+    what = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+    if stage == "pixels":
+        return FmcInputError(f"{path}: pixel data unreadable ({what}); the file may be truncated or damaged")
+    return FmcInputError(f"{path}: not a readable TIFF ({what}); check the file")
+
+
+class _Checked:
+    """A lazy array over a TIFF (zarr) whose decoding errors become one-line :class:`FmcInputError` s: a damaged
+    tile shows up only when it is read."""
+
+    def __init__(self, arr: Any, path: Path) -> None:
+        self._arr, self._path = arr, path
+        self.shape, self.dtype, self.ndim = tuple(arr.shape), np.dtype(arr.dtype), len(arr.shape)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._arr[idx])
+        except (FmcInputError, MemoryError, IndexError):
+            raise
+        except Exception as e:
+            raise _damaged(self._path, e) from None
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self[...]
+        return a.astype(dtype) if dtype is not None else a
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._arr, name)
 
 
 def _with_axes(img: Image, axes: str | None) -> Image:
@@ -442,10 +495,11 @@ def open_lazy(path: str | os.PathLike, *, axes: str | None = None) -> Image:
 
         try:
             store = tifffile.imread(path, aszarr=True, series=0)
-            data = zarr.open(store, mode="r")
-        except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as e:
-            msg = f"{path}: pixel data unreadable ({type(e).__name__}); the file may be damaged"
-            raise FmcInputError(msg) from None
+            data = _Checked(zarr.open(store, mode="r"), path)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise _damaged(path, e) from None
         if tuple(data.shape) != shape:
             raise FmcInputError(f"{path}: cannot map {data.shape} onto {shape} lazily; read it with imread") from None
     return Image(data, meta)

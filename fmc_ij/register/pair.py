@@ -137,7 +137,7 @@ def register_pair(
     elif mov.shape != ref.shape and all(m <= r for m, r in zip(mov.shape, ref.shape)):
         extent = [n - 1 for n in mov.shape]
         mov = resample(mov, [1.0] * ref.ndim, [1.0] * ref.ndim, ref.shape)
-    if extent is not None and min(extent) < 7:
+    if extent is not None and any(e < 7 and e < n - 1.5 for e, n in zip(extent, ref.shape)):
         raise FmcInputError(
             f"registration: the moving image covers only {min(extent) + 1:.1f} reference voxels along one axis; "
             "check the voxel sizes and units of both files"
