@@ -51,11 +51,11 @@ def simulate(
         _out.print(f"wrote [bold]{p}[/bold]")
 
 
-def _describe(path: Path) -> dict[str, Any]:
+def _describe(path: Path, axes: str | None = None) -> dict[str, Any]:
     from fmc_ij.io import open_lazy
     from fmc_ij.io.check import value_range
 
-    img = open_lazy(path)
+    img = open_lazy(path, axes=axes)
     lo, hi = value_range(img.data)
     m = img.meta
     return {
@@ -69,8 +69,16 @@ def _describe(path: Path) -> dict[str, Any]:
         "study": m.study,
         "min": lo,
         "max": hi,
+        **({"channel_names": list(m.channel_names)} if m.channel_names else {}),
+        **({"note": m.note} if m.note else {}),
         **({"extra": m.extra} if m.extra else {}),
     }
+
+
+def _short(value: Any, width: int = 100) -> str:
+    """A metadata value on one table line (ImageJ's Info blocks run to pages)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _fmt_voxel(d: dict[str, Any]) -> str:
@@ -80,16 +88,20 @@ def _fmt_voxel(d: dict[str, Any]) -> str:
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A TIFF / OME-Zarr file, or a dataset folder."),
+    path: Path = typer.Argument(
+        ..., help="A TIFF, an HDF5 / N5 / Zarr dataset (file.h5 or file.h5:/path), or a dataset folder."
+    ),
     low: str = typer.Option(None, help="Glob of the input files (with --high) for non-challenge layouts."),
     high: str = typer.Option(None, help="Glob of the target files, e.g. 'sted/*.tif'."),
     inputs_only: bool = typer.Option(False, help="Test-time folder: inputs without targets are fine."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    axes: str = typer.Option(None, help="The stored axes of a file that does not name them, e.g. ZCYX."),
 ) -> None:
     """Shape, dtype, axes, voxel size, channel, study and value range of a file or every pair of a dataset."""
     from fmc_ij.io import discover
+    from fmc_ij.io.containers import is_container
 
-    if path.is_dir() and not (path.suffix == ".zarr" or (path / ".zattrs").exists()):
+    if path.is_dir() and not (is_container(path) or (path / ".zattrs").exists()):
         pairs = discover(path, low=low, high=high, require_target=not inputs_only)
         from fmc_ij.progress import track
 
@@ -123,7 +135,7 @@ def info(
             )
         _out.print(t)
         return
-    d = _describe(path)
+    d = _describe(path, axes)
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -133,10 +145,11 @@ def info(
         ("axes", d["axes"]),
         ("dtype", d["dtype"]),
         ("voxel size", f"{_fmt_voxel(d)} ({''.join(d['voxel_size'])})"),
-        ("channel", str(d["channel"] or "-")),
+        ("channel", str(d["channel"] or ", ".join(d.get("channel_names", [])) or "-")),
         ("study", "-" if d["study"] is None else str(d["study"])),
         ("range", f"{d['min']:g} .. {d['max']:g}"),
-        *((f"{k}", str(v)) for k, v in d.get("extra", {}).items()),
+        *((("note", d["note"]),) if "note" in d else ()),
+        *((f"{k}", _short(v)) for k, v in d.get("extra", {}).items()),
     ):
         t.add_row(k, v)
     _out.print(t)
@@ -154,13 +167,15 @@ def evaluate(
     outlier_margin: float = typer.Option(0.05, help="Flag images with 1 - SSIM(input, GT) below this."),
     clip: bool = typer.Option(False, help="Clip the percentile-normalised images to [0, 1] (default: unclipped)."),
     figures: bool = typer.Option(True, help="Write a slice PNG per image."),
+    axes: str = typer.Option(None, help="The stored axes of files that do not name them, e.g. ZCYX."),
 ) -> None:
     """Fuse My Cells metrics (N_SSIM, N_IOU) and SSIM / PSNR / NRMSE / MAE / Pearson per image and per channel."""
     from fmc_ij.evaluate import EvalConfig, evaluate_dataset
 
     cfg = EvalConfig(
-        iou=iou, segmenter=segmenter, iou_spacing=iou_spacing, outlier_margin=outlier_margin, clip=clip, figures=figures
-    )
+        iou=iou, segmenter=segmenter, iou_spacing=iou_spacing, outlier_margin=outlier_margin, clip=clip,
+        figures=figures, axes=axes,
+    )  # fmt: skip
     if segmenter not in ("classical", "cellpose"):
         raise FmcInputError(f"--segmenter {segmenter!r}: use classical or cellpose")
     res = evaluate_dataset(pred, gt, input, out, cfg)

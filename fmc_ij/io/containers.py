@@ -174,7 +174,8 @@ class N5Array:
         self.path = path
         self.shape = tuple(int(n) for n in reversed(attrs["dimensions"]))
         self.block = tuple(int(n) for n in reversed(attrs["blockSize"]))
-        self.dtype = np.dtype(attrs["dataType"]).newbyteorder(">")
+        self._stored = np.dtype(attrs["dataType"]).newbyteorder(">")  # N5 blocks are big-endian
+        self.dtype = self._stored.newbyteorder("=")
         comp = attrs.get("compression", {"type": "raw"})
         self.codec = comp.get("type", "raw") if isinstance(comp, dict) else str(comp)
         self.ndim = len(self.shape)
@@ -208,22 +209,22 @@ class N5Array:
         f = self.path.joinpath(*[str(i) for i in reversed(idx)])
         full = tuple(min(b, n - i * b) for b, n, i in zip(self.block, self.shape, idx))
         if not f.is_file():
-            return np.zeros(full, self.dtype.newbyteorder("="))
+            return np.zeros(full, self.dtype)
         buf = f.read_bytes()
         try:
             mode, nd = int.from_bytes(buf[0:2], "big"), int.from_bytes(buf[2:4], "big")
             dims = [int.from_bytes(buf[4 + 4 * k : 8 + 4 * k], "big") for k in range(nd)]
             off = 4 + 4 * nd + (4 if mode == 1 else 0)
-            data = np.frombuffer(self._decode(buf[off:]), self.dtype, int(np.prod(dims)))
+            data = np.frombuffer(self._decode(buf[off:]), self._stored, int(np.prod(dims)))
         except (ValueError, OSError, EOFError) as e:
             raise FmcInputError(f"{f}: damaged N5 block ({type(e).__name__}: {e})") from None
-        arr = data.reshape(tuple(reversed(dims))).astype(self.dtype.newbyteorder("="))
+        arr = data.reshape(tuple(reversed(dims))).astype(self.dtype)
         return arr[tuple(slice(0, n) for n in full)]
 
     def __getitem__(self, idx: Any) -> np.ndarray:
         sl = _normalise_index(idx, self.shape)
         ranges = [range(s.start // b, max(s.start, s.stop - 1) // b + 1) for s, b in zip(sl, self.block)]
-        out = np.zeros([s.stop - s.start for s in sl], self.dtype.newbyteorder("="))
+        out = np.zeros([s.stop - s.start for s in sl], self.dtype)
         for bidx in np.ndindex(*[len(r) for r in ranges]):
             b = tuple(r[i] for r, i in zip(ranges, bidx))
             blk = self._block(b)
