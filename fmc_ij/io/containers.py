@@ -115,6 +115,8 @@ def _spacing_from_attrs(attrs: dict[str, Any], axes: str | None, ndim: int, reve
 
 def _image(data: Any, attrs: dict[str, Any], reverse: bool = False, axes: str | None = None) -> Image:
     shape = tuple(int(n) for n in data.shape)
+    if not shape or min(shape) == 0:
+        raise FmcInputError(f"empty dataset (shape {shape}); name another one")
     attrs = {str(k).lower(): _attr(v) for k, v in attrs.items()}
     stored = axes or _axes_from_attrs(attrs, len(shape), reverse)
     raw = _spacing_from_attrs(attrs, stored, len(shape), reverse)

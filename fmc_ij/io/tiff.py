@@ -232,8 +232,10 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             _check_complete(tif, series, path)
-            meta = _read_meta(tif, series)
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            if not shape or min(shape) == 0:
+                raise FmcInputError(f"{path}: empty image (shape {shape}); re-export it")
+            meta = _read_meta(tif, series)
             data = None
             if pixels:
                 check_dtype(dtype, str(path))
