@@ -112,3 +112,35 @@ def test_unknown_unit_and_dimension_mismatch_are_one_line_errors():
         register_images(c, b.__class__(b.data, b.meta.replace(unit="µm")))
     with pytest.raises(FmcInputError, match="give two 2D images or two 3D volumes"):
         register_pair(np.ones((32, 32)), np.ones((4, 32, 32)))
+
+
+@pytest.mark.parametrize("shape", [(10, 13), (6, 9, 7)])
+def test_dense_normal_equations_match_brute_force(shape):
+    """The control-grid normal equations assembled from cell sums equal B^T diag(g_a g_b) B and B^T (g_a r) built
+    from the explicit hat-function matrix B (pixels x control points), 2D and 3D."""
+    import itertools
+
+    import torch
+
+    from fmc_ij.register.dense import _system, upsample
+
+    rng = np.random.default_rng(0)
+    h, nd = 4, len(shape)
+    cells = [(n - 1) // h + 1 for n in shape]
+    nodes = [c + 1 for c in cells]
+    grad = torch.as_tensor(rng.normal(size=(nd, *shape)), dtype=torch.float64)
+    res = torch.as_tensor(rng.normal(size=shape), dtype=torch.float64)
+    rows, cols, vals, rhs = _system(grad, res, cells, h)
+    n_nodes = int(np.prod(nodes))
+    got = np.zeros((nd * n_nodes, nd * n_nodes))
+    np.add.at(got, (rows, cols), vals)
+    basis = np.zeros((int(np.prod(shape)), n_nodes))  # B: column k = upsampled indicator of control point k
+    for k, idx in enumerate(itertools.product(*[range(n) for n in nodes])):
+        c = torch.zeros((1, *nodes), dtype=torch.float32)
+        c[(0, *idx)] = 1.0
+        basis[:, k] = upsample(c, shape, h)[0].double().numpy().ravel()
+    g = grad.numpy().reshape(nd, -1)
+    want = np.block([[basis.T @ (basis * (g[a] * g[b])[:, None]) for b in range(nd)] for a in range(nd)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(rhs, np.concatenate([basis.T @ (g[a] * res.numpy().ravel()) for a in range(nd)]),
+                               rtol=1e-5, atol=1e-8)  # fmt: skip

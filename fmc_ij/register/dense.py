@@ -20,7 +20,6 @@ Convention: ``registered[p] = moving[p + field[:, p]]`` (voxels, array axis orde
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -201,7 +200,7 @@ def dense_refine(
     nd = ref.dim()
     shape = tuple(ref.shape)
     h = int(spacing)
-    cells = [max(1, math.ceil((n - 1) / h)) if n > 1 else 1 for n in shape]
+    cells = [(n - 1) // h + 1 for n in shape]  # voxel n - 1 lies inside the last cell, never on its far edge
     nodes = [c + 1 for c in cells]
     scale = NORM_SCALE * h
     r = normalise(ref.float(), scale)

@@ -331,7 +331,7 @@ def elastic_register(
         h = refine_spacing or refine_spacing_for(shape)
         refined, steps = dense_refine(r, m, full, spacing=h)
         after = ncc(r[sub], warp(m, refined)[sub])
-        nodes = int(np.prod([math.ceil((n - 1) / h) + 1 for n in shape]))
+        nodes = int(np.prod([(n - 1) // h + 2 for n in shape]))
         if not info or after >= info[-1].ncc:  # a refinement that matches worse is dropped (kept: 0 steps)
             full = refined
         info.append(
