@@ -144,3 +144,34 @@ def test_dense_normal_equations_match_brute_force(shape):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(rhs, np.concatenate([basis.T @ (g[a] * res.numpy().ravel()) for a in range(nd)]),
                                rtol=1e-5, atol=1e-8)  # fmt: skip
+
+
+def test_register_cli_units_and_hdf5_input(tmp_path, capfd):
+    """`fmc-ij register` with an LR in nm and an HR in µm writes the registered LR on HR's grid in µm; an HDF5
+    dataset (file.h5:/raw) is a valid LR and gets a TIFF name."""
+    import json
+
+    from fmc_ij.cli import main
+    from fmc_ij.io import imwrite
+
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(7)
+    hr = (fluorescence((160, 160), rng) * 100).astype(np.uint16)
+    lr = ndimage.shift(hr.astype(np.float32), (2.4, -1.2), order=3, mode="nearest")[::2, ::2]
+    imwrite(tmp_path / "hr.tif", hr, ImageMeta(axes="YX", spacing={"Y": 0.1, "X": 0.1}, unit="µm"))
+    imwrite(tmp_path / "lr.tif", lr.astype(np.uint16), ImageMeta(axes="YX", spacing={"Y": 200, "X": 200}, unit="nm"))
+    with h5py.File(tmp_path / "lr.h5", "w") as f:
+        f["raw"] = lr.astype(np.uint16)
+        f["raw"].attrs["element_size_um"] = [0.2, 0.2]
+    for lr_arg, name in ((tmp_path / "lr.tif", "lr.tif"), (f"{tmp_path / 'lr.h5'}:/raw", "lr_raw.tif")):
+        out = tmp_path / f"out_{name}"
+        capfd.readouterr()
+        try:
+            main(["register", str(lr_arg), str(tmp_path / "hr.tif"), "--out", str(out), "--no-elastic"])
+        except SystemExit as e:
+            assert e.code in (0, None), capfd.readouterr().err
+        back = imread(out / name)
+        assert back.shape == (160, 160) and back.meta.unit == "µm" and back.meta.spacing == {"Y": 0.1, "X": 0.1}
+        summary = json.loads((out / f"{name[:-4]}_registration.json").read_text())
+        np.testing.assert_allclose(summary["shift"], (2.4, -1.2), atol=0.2)
+        assert summary["valid_fraction"] > 0.9

@@ -247,17 +247,21 @@ def register(
                       f"{r.ncc_after:.4f}")  # fmt: skip
         _out.print(t)
         return
+    from fmc_ij.io import output_name
+
     lo, hi = imread(lr), imread(hr)
     res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True)
-    target = out / lr.name
+    name = output_name(lr)  # a container dataset (vol.h5:/raw) gets a TIFF name (vol_raw.tif)
+    stem = Path(name).stem
+    target = out / name
     if target.exists() and not overwrite:
         raise FmcInputError(f"{target} exists; pass --overwrite")
     write_registered(target, res, lo, hi)
     from fmc_ij.io.atomic import atomic_path
 
-    with atomic_path(out / f"{lr.stem}_field.npy") as tmp:
+    with atomic_path(out / f"{stem}_field.npy") as tmp:
         np.save(tmp, res.field)
-    qc_figure(hi.data, res, out / f"{lr.stem}_qc.png")
+    qc_figure(hi.data, res, out / f"{stem}_qc.png")
     summary = {
         "shift": [float(v) for v in res.shift],
         "ncc_before": res.ncc_before,
@@ -266,7 +270,7 @@ def register(
         "valid_fraction": float(res.valid.mean()),
         "levels": [vars(lv) for lv in res.levels],
     }
-    write_text_atomic(out / f"{lr.stem}_registration.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / f"{stem}_registration.json", json.dumps(summary, indent=2) + "\n")
     _out.print(
         f"shift {', '.join(f'{v:+.3f}' for v in res.shift)} px; NCC {res.ncc_before:.4f} -> rigid {res.ncc_rigid:.4f}"
         f" -> elastic {res.ncc_after:.4f}; wrote {target}"

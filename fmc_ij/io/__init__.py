@@ -19,7 +19,13 @@ import os
 
 from fmc_ij.io.atomic import atomic_path, write_text_atomic
 from fmc_ij.io.check import check_image
-from fmc_ij.io.containers import CONTAINER_SUFFIXES, is_container, open_container, split_container_path
+from fmc_ij.io.containers import (
+    CONTAINER_SUFFIXES,
+    is_container,
+    open_container,
+    output_name,
+    split_container_path,
+)
 from fmc_ij.io.dataset import (
     MANIFEST,
     Pair,
@@ -79,6 +85,7 @@ __all__ = [
     "normalize_unit",
     "open_container",
     "open_lazy",
+    "output_name",
     "open_ome_zarr",
     "pair_by_glob",
     "read_manifest",

@@ -46,6 +46,16 @@ def is_container(path: str | os.PathLike) -> bool:
     return split_container_path(path) is not None
 
 
+def output_name(path: str | os.PathLike, suffix: str = ".tif") -> str:
+    """A file name for results derived from ``path``: ``a.tif`` stays ``a.tif``; a container dataset
+    ``vol.h5:/s0/raw`` becomes ``vol_s0_raw.tif`` (``vol.tif`` when the container is named alone)."""
+    split = split_container_path(path)
+    if split is None:
+        return Path(path).name
+    file, inner = split
+    return file.stem + ("_" + inner.replace("/", "_") if inner else "") + suffix
+
+
 def _attr(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
