@@ -4,7 +4,10 @@ Per level, the current registered image is cut into blocks (not overlapping by d
 each block's sub-pixel shift against the reference is measured by cross-correlation; blocks whose peak NCC
 is below ``min_similarity`` are dropped and filled from their neighbours (normalised Gaussian averaging on the
 block grid), the block vectors are interpolated into a dense field (bicubic in 2D, trilinear in 3D)
-and composed with the field so far. The block size halves per level down to ``min_block`` (64 px).
+and composed with the field so far. The block size halves per level down to ``min_block`` (64 px). A last,
+dense level (:func:`fmc_ij.register.dense.dense_refine`) fits a regularised correction on control points every
+16-128 px to the whole image: it bends within blocks and carries the field across blocks without structure, which
+matters where blocks are few (small images, strong warps).
 
 Convention: ``registered[p] = moving[p + field[:, p]]`` (voxels, array axis order).
 """
