@@ -35,11 +35,32 @@ VAR_FLOOR = 0.1
 
 
 def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian filter (scipy's, edges reflected): computed once per refinement, on the CPU."""
+    """Gaussian filter (scipy's, edges reflected). A wide one runs on a copy binned by ``sigma / 4`` and is
+    interpolated back linearly: the result varies on the scale ``sigma``, which the binned grid resolves, at a
+    cost that does not grow with ``sigma``."""
     from scipy import ndimage
 
-    out = ndimage.gaussian_filter(x.detach().cpu().numpy(), sigma, mode="reflect", truncate=3.0)
-    return torch.from_numpy(out).to(x.device)
+    k = max(1, int(sigma // 4))
+    src = x if k == 1 else _bin(x, k)
+    out = torch.from_numpy(ndimage.gaussian_filter(src.detach().cpu().numpy(), sigma / k, mode="reflect", truncate=3.0))
+    if k == 1:
+        return out.to(x.device)
+    nd = x.dim()
+    mode = "bilinear" if nd == 2 else "trilinear"
+    # Binned sample j stands for voxels j*k .. j*k + k - 1 (centre j*k + (k - 1) / 2): align_corners=False maps it so.
+    up = F.interpolate(out[None, None].to(x.device), size=[n * k for n in out.shape], mode=mode, align_corners=False)
+    return up[0, 0][tuple(slice(0, n) for n in x.shape)]
+
+
+def _bin(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over k^nd blocks; a partial last block is averaged over the voxels it has (edge-replicated padding)."""
+    nd = x.dim()
+    pad = []
+    for n in reversed(x.shape):
+        pad += [0, (-n) % k]
+    xp = F.pad(x[None, None], pad, mode="replicate") if any(pad) else x[None, None]
+    pool = F.avg_pool3d if nd == 3 else F.avg_pool2d
+    return pool(xp, k)[0, 0]
 
 
 def normalise(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,15 +78,17 @@ def _hat_weights(h: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cell_contract(x: torch.Tensor, cells: Sequence[int], h: int, weights: torch.Tensor) -> torch.Tensor:
-    """For an image padded to ``cells * h`` per axis, the weighted sums over each cell for every combination of
-    one weight vector (a column of ``weights``, (h, K)) per axis: shape ``(K,) * nd + cells``. Axis by axis, last
-    first: the full-resolution pass is one matrix product, the later ones run on arrays ``h`` times smaller."""
+    """For images (..., *cells * h) padded to whole cells, the weighted sums over each cell for every combination
+    of one weight vector (a column of ``weights``, (h, K)) per axis: shape ``(K,) * nd + (...) + cells``. Axis by
+    axis, last first: the full-resolution pass is one matrix product, the later ones run on arrays ``h`` times
+    smaller."""
     nd = len(cells)
+    lead = x.dim() - nd  # product axes in front
     out = x
-    for ax in reversed(range(nd)):
-        lead = out.dim() - nd  # key axes already in front
-        a = out.reshape(*out.shape[: lead + ax], cells[ax], h, *out.shape[lead + ax + 1 :])
-        a = a.movedim(lead + ax + 1, -1)  # the within-cell offset last (a no-op for the last axis)
+    for k, ax in enumerate(reversed(range(nd))):
+        pos = k + lead + ax  # the spatial axis, behind k key axes and the product axes
+        a = out.reshape(*out.shape[:pos], cells[ax], h, *out.shape[pos + 1 :])
+        a = a.movedim(pos + 1, -1)  # the within-cell offset last (a no-op for the last axis)
         out = (a @ weights).movedim(-1, 0)  # the new key axis in front: keys end up in axis order
     return out
 
@@ -97,15 +120,18 @@ def _system(
     nodes = [c + 1 for c in cells]
     n_nodes = int(np.prod(nodes))
     node_idx = np.arange(n_nodes).reshape(nodes)
-    # Per axis: which cell (0: the node's own cell i, -1: cell i - 1) and which weight product key (0: w0 w0,
-    # 1: w0 w1, 2: w1 w1) a node pair at offset d draws from.
+    pairs = [(a, b) for a in range(nd) for b in range(a, nd)]
+    # Every per-voxel product the system needs, reduced to cell sums in one pass: per axis the weight products
+    # w0 w0, w0 w1, w1 w1 (matrix) and w0, w1 (right-hand side); keys 0-4 in that order.
+    prods = torch.stack([grad[a] * grad[b] for a, b in pairs] + [grad[a] * res for a in range(nd)])
+    sums = _cell_contract(_pad_to(prods, full), cells, h, torch.stack([w0 * w0, w0 * w1, w1 * w1, w0, w1], 1))
+    # sums: (5,)*nd + (n_products,) + cells
+    # Per axis: which cell (0: the node's own cell i, -1: cell i - 1) and which weight key a node pair at offset d
+    # draws from.
     choices = {0: [(-1, 2), (0, 0)], 1: [(0, 1)], -1: [(-1, 1)]}
     rows, cols, vals = [], [], []
-    pairs = [(a, b) for a in range(nd) for b in range(a, nd)]
-    for a, b in pairs:
-        prod = _pad_to(grad[a] * grad[b], full)
-        s = _cell_contract(prod, cells, h, torch.stack([w0 * w0, w0 * w1, w1 * w1], 1))  # (3,)*nd + cells
-        s = F.pad(s, [1, 1] * nd)  # a zero cell before and after: cell i - 1 of node 0 is empty
+    for p_i, (a, b) in enumerate(pairs):
+        s = F.pad(sums[(slice(0, 3),) * nd + (p_i,)], [1, 1] * nd)  # a zero cell before and after each axis
         for d in itertools.product((-1, 0, 1), repeat=nd):
             stencil = torch.zeros(nodes, dtype=grad.dtype, device=grad.device)
             for opt in itertools.product(*[choices[di] for di in d]):
@@ -125,7 +151,7 @@ def _system(
                 vals += [v]
     rhs = []
     for a in range(nd):
-        s = _cell_contract(_pad_to(grad[a] * res, full), cells, h, torch.stack([w0, w1], 1))  # (2,)*nd + cells
+        s = sums[(slice(3, 5),) * nd + (len(pairs) + a,)]  # (2,)*nd + cells
         g = torch.zeros(nodes, dtype=grad.dtype, device=grad.device)
         for corner in itertools.product((0, 1), repeat=nd):
             g[tuple(slice(k, k + n) for k, n in zip(corner, cells))] += s[corner]
@@ -149,8 +175,9 @@ def _laplacian(nodes: Sequence[int]):
     return lap
 
 
-def _inside(field: torch.Tensor) -> torch.Tensor:
-    """1.0 where ``p + field(p)`` lies inside the image (the moving image is defined there), else 0.0."""
+def _inside(field: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """1.0 where ``p + field(p)`` lies inside the image by ``margin`` voxels (the moving image is defined there),
+    else 0.0."""
     shape = field.shape[1:]
     out = None
     for a, n in enumerate(shape):
@@ -158,7 +185,7 @@ def _inside(field: torch.Tensor) -> torch.Tensor:
             [n if i == a else 1 for i in range(len(shape))]
         )
         src = field[a] + pos
-        ok = ((src >= 0) & (src <= n - 1)).to(field.dtype)
+        ok = ((src >= margin) & (src <= n - 1 - margin)).to(field.dtype)
         out = ok if out is None else out * ok
     return out
 
@@ -210,10 +237,11 @@ def dense_refine(
     reg = sp.kron(eye, lap, format="csr")
     c = torch.zeros((nd, *nodes), dtype=torch.float32, device=ref.device)
     steps: list[float] = []
+    # Voxels whose source stays inside the moving image: fixed once, with a margin for the (clamped) steps.
+    wt = _inside(field, margin=float(iters)) if mask is None else _inside(field, margin=float(iters)) * mask
     for _ in range(iters):
         total = field + upsample(c, shape, h)
         w = warp(m, total)
-        wt = _inside(total) if mask is None else _inside(total) * mask
         grad = torch.stack(torch.gradient(w), 0) * wt
         res = (r - w) * wt
         rows, cols, vals, rhs = _system(grad, res, cells, h)
