@@ -219,6 +219,9 @@ def register(
     min_block: int = typer.Option(64, help="Smallest elastic block (px)."),
     min_similarity: float = typer.Option(0.5, help="Blocks with a lower peak NCC are ignored."),
     overwrite: bool = typer.Option(False, help="Write into a non-empty --out."),
+    refine: bool = typer.Option(
+        None, "--refine/--no-refine", help="Dense refinement after the blocks (default: 2D and volumes <= 8 Mvoxel)."
+    ),
 ) -> None:
     """Align LR onto HR: sub-pixel global shift, then pyramidal elastic registration; QC PNGs and a CSV."""
     from fmc_ij.io import imread, write_text_atomic
@@ -238,7 +241,7 @@ def register(
         return
     if dataset is not None:
         rows = register_dataset(dataset, out, low=low, high=high, elastic=elastic, min_block=min_block,
-                                min_similarity=min_similarity, overwrite=overwrite)  # fmt: skip
+                                min_similarity=min_similarity, overwrite=overwrite, refine=refine)  # fmt: skip
         t = Table(title=f"{len(rows)} pair(s) registered -> {out}")
         for col in ("pair", "global shift (px)", "NCC before", "rigid", "elastic"):
             t.add_column(col)
@@ -250,7 +253,8 @@ def register(
     from fmc_ij.io import output_name
 
     lo, hi = imread(lr), imread(hr)
-    res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True)
+    res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True,
+                          refine=refine)  # fmt: skip
     name = output_name(lr)  # a container dataset (vol.h5:/raw) gets a TIFF name (vol_raw.tif)
     stem = Path(name).stem
     target = out / name

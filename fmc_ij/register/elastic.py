@@ -230,6 +230,10 @@ def block_sizes(shape: Sequence[int], min_block: int = 64, max_levels: int = 3) 
     return sizes or [tuple(min(min_block, n) for n in shape)]
 
 
+#: Volumes above this many voxels skip the dense refinement unless asked (its cost grows with the voxels).
+REFINE_MAX_VOXELS = 2**23
+
+
 def refine_spacing_for(shape: Sequence[int]) -> int:
     """Control-point spacing of the dense refinement: 1/16 of the smaller lateral side, within 16..128 voxels.
 
@@ -250,7 +254,7 @@ def elastic_register(
     max_shift: float | None = None,
     passes_last_level: int | None = None,
     overlap: float = 0.0,
-    refine: bool = True,
+    refine: bool | None = None,
     refine_spacing: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -278,10 +282,12 @@ def elastic_register(
         Fraction of a block shared with each neighbour (0.5: four times the blocks in 2D, eight in 3D, i.e. that
         much more time). Measured on the same warps, 0.5 helps only where few blocks hold structure (1024^2
         plane: 0.120 -> 0.096 px RMS) and not on 2048^2 planes (0.083 either way).
-    refine : bool
+    refine : bool, optional
         After the pyramid, fit a regularised dense correction on control points every ``refine_spacing`` voxels
         (:func:`fmc_ij.register.dense.dense_refine`): it bends within blocks and carries the field across blocks
-        without structure. Measured on 256^2 fluorescence textures warped by up to 3 px: 0.26 -> 0.06 px RMS.
+        without structure. Measured on 256^2 fluorescence textures warped by up to 3 px: 0.26 -> 0.06 px RMS; on a
+        64x128x128 volume (2 px warp) 0.127 -> 0.016 px. Default (None): 2D images, and volumes up to
+        :data:`REFINE_MAX_VOXELS` (a 128x512x512 light-sheet pair took 45 s -> 143 s on a loaded 2-core machine).
     refine_spacing : int, optional
         Control-point spacing of the refinement (default :func:`refine_spacing_for`).
 
@@ -328,7 +334,7 @@ def elastic_register(
     full = _to_full(total, shape, step)
     if pending:
         info.append(LevelInfo(*pending.pop(), ncc(r[sub], warp(m, full)[sub])))
-    if refine:
+    if refine or (refine is None and (nd == 2 or int(np.prod(shape)) <= REFINE_MAX_VOXELS)):
         from fmc_ij.register.dense import dense_refine
 
         h = refine_spacing or refine_spacing_for(shape)

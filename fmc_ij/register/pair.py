@@ -105,6 +105,7 @@ def register_pair(
     min_block: int = 64,
     min_similarity: float = 0.5,
     max_shift: float | None = None,
+    refine: bool | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> RegistrationResult:
@@ -118,7 +119,7 @@ def register_pair(
         Voxel sizes in the same unit; the moving image is resampled onto the reference grid.
     elastic : bool
         Run the pyramidal elastic step after the global shift.
-    min_block, min_similarity, max_shift
+    min_block, min_similarity, max_shift, refine
         See :func:`fmc_ij.register.elastic.elastic_register` and :func:`estimate_shift`.
     """
     ref = np.asarray(reference, np.float32)
@@ -152,7 +153,7 @@ def register_pair(
     if elastic and min(shape[-2:]) >= 2 * min_block:
         res = elastic_register(
             ref, mov, init_field=fld, min_block=min_block, min_similarity=min_similarity, device=device,
-            progress=progress,
+            progress=progress, refine=refine,
         )  # fmt: skip
         fld, levels = res.field, res.levels
     registered = warp(mov, fld).numpy()
@@ -298,6 +299,7 @@ def register_dataset(
     min_block: int = 64,
     min_similarity: float = 0.5,
     overwrite: bool = False,
+    refine: bool | None = None,
 ) -> list[DatasetRow]:
     """Register every pair of a dataset and write the registered pairs cropped to their common valid
     region (same file names, metadata kept), the fields (``fields/NAME.npy``), a QC PNG per pair and
@@ -319,7 +321,8 @@ def register_dataset(
         regs = []
         for pair in group:
             lo, hi = imread(pair.low), imread(pair.high)
-            res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
+            res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity,
+                                  refine=refine)  # fmt: skip
             regs.append((pair, lo, hi, res, res.crop_box()))
         if len(regs) > 1 and len({tuple(r[2].shape) for r in regs}) == 1:
             common = tuple(slice(max(r[4][a].start for r in regs), min(r[4][a].stop for r in regs))
