@@ -372,7 +372,12 @@ class Image:
         names = self.meta.channel_names or tuple(f"c{k}" for k in range(self.shape[c]))
         out = []
         for k, name in enumerate(names):
-            data = ChannelView(self.data, c, k) if not isinstance(self.data, np.ndarray) else np.take(self.data, k, c)
+            # numpy (and memmap) arrays: a view, no copy; other lazy arrays: a view object that slices on demand.
+            data = (
+                self.data[(slice(None),) * c + (k,)]
+                if isinstance(self.data, np.ndarray)
+                else ChannelView(self.data, c, k)
+            )
             out.append(Image(data, self.meta.replace(axes=rest, channel=name, channel_names=())))
         return out
 
