@@ -101,7 +101,7 @@ def info(
     from fmc_ij.io import discover
     from fmc_ij.io.containers import is_container
 
-    if path.is_dir() and not (is_container(path) or (path / ".zattrs").exists()):
+    if path.is_dir() and not (is_container(path) or (path / ".zattrs").exists() or (path / "zarr.json").exists()):
         pairs = discover(path, low=low, high=high, require_target=not inputs_only)
         from fmc_ij.progress import track
 

@@ -512,7 +512,8 @@ def open_lazy(path: str | os.PathLike, *, axes: str | None = None) -> Image:
     """
     path_s = os.fspath(path)
     path = Path(path_s)
-    if path.is_dir() and (path / ".zattrs").exists() and not is_container(path_s):
+    zarr_dir = path.is_dir() and ((path / ".zattrs").exists() or (path / "zarr.json").exists())
+    if zarr_dir and not is_container(path_s):
         from fmc_ij.io.zarr_io import open_ome_zarr
 
         return _with_axes(open_ome_zarr(path), axes)
