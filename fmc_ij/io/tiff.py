@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +30,7 @@ import tifffile
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io.atomic import atomic_path
 from fmc_ij.io.containers import is_container, open_container
+from fmc_ij.io.integrity import CheckedArray, check_complete, check_file, check_pages, damaged, read_contiguous
 from fmc_ij.io.meta import IMAGEJ_ORDER, UNIT_TO_UM, Image, ImageMeta, check_axes, meta_from_dict
 
 TiffFlavour = Literal["imagej", "ome", "fmc"]
@@ -65,19 +65,6 @@ def check_dtype(dtype: Any, where: str = "image") -> np.dtype:
         names = ", ".join(d.name for d in SUPPORTED_DTYPES)
         raise FmcInputError(f"{where}: unsupported dtype {dt.name}; convert it to one of {names}")
     return dt
-
-
-def _check_file(path: Path) -> int:
-    """The file's size, after one ``stat``: missing, folder and empty files are one-line errors."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FmcInputError(f"{path}: no such file") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise FmcInputError(f"{path}: is a folder, expected a TIFF file")
-    if st.st_size == 0:
-        raise FmcInputError(f"{path}: empty file; re-export or re-download it")
-    return st.st_size
 
 
 def _ij_unescape(value: Any) -> Any:
@@ -166,61 +153,6 @@ def _key_value_description(desc: str) -> dict[str, Any]:
     return raw
 
 
-def _check_complete(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, size: int) -> bool:
-    """Reject truncated or inconsistent files: tifffile would silently return fewer planes, zeros, or a huge image
-    of nothing (a damaged ImageLength tag). Returns whether the pages still need :func:`_check_pages`.
-
-    A contiguous series (ImageJ, shaped, untiled OME) is checked from its data offset and size alone: its pages
-    are not parsed one by one, which is what reading would cost again.
-    """
-    n_pages = len(tif.pages)
-    expected = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
-    if expected is not None and int(expected) > n_pages:
-        raise FmcInputError(f"{path}: truncated file ({n_pages} of {expected} planes); re-export or re-download it")
-    first = tif.pages.first
-    offsets = getattr(first, "dataoffsets", ())
-    chunks = int(np.prod(getattr(first, "chunked", (len(offsets),)))) * (
-        int(getattr(first, "samplesperpixel", 1)) if getattr(first, "planarconfig", 1) == 2 else 1
-    )
-    if offsets and chunks != len(offsets):
-        raise FmcInputError(
-            f"{path}: damaged tags ({len(offsets)} strips/tiles stored for an image that needs {chunks}); "
-            "re-export the file"
-        )
-    if series.dataoffset is not None:
-        if series.dataoffset + series.nbytes > size:
-            raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-        return False
-    return True
-
-
-def _check_pages(pages: Any, path: Path, size: int) -> None:
-    """Every page's strips or tiles lie inside the file."""
-    for page in pages:
-        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
-        if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
-            raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-
-
-def _read_contiguous(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> np.ndarray | None:
-    """An uncompressed contiguous series read with one ``readinto`` on an unbuffered file (measured ~10% faster
-    than tifffile's buffered handle on 32 MiB); None where that does not apply (tiles, strips apart,
-    compression)."""
-    if series.dataoffset is None or getattr(series.keyframe, "compression", 1) != 1:
-        return None
-    dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-    out = np.empty(series.shape, dtype)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(series.dataoffset)
-        view, done = memoryview(out.reshape(-1)).cast("B"), 0
-        while done < out.nbytes:  # a raw read may return less than asked
-            n = f.readinto(view[done:])
-            if not n:
-                raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-            done += n
-    return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
-
-
 def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> ImageMeta:
     ndim = len(series.shape)
     axes = series.axes.upper()
@@ -254,12 +186,12 @@ def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> Image
 
 def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.dtype, np.ndarray | None]:
     """Metadata (and optionally the pixels) through one file handle, with errors made one-line."""
-    size = _check_file(path)
+    size = check_file(path)
     stage = "metadata"
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            pages_left = _check_complete(tif, series, path, size)
+            pages_left = check_complete(tif, series, path, size)
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
             if not shape or min(shape) == 0:
                 raise FmcInputError(f"{path}: empty image (shape {shape}); re-export it")
@@ -267,14 +199,14 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
             data = None
             if not pixels:
                 if pages_left:
-                    _check_pages(tif.pages, path, size)
+                    check_pages(tif.pages, path, size)
                 return meta, shape, dtype, None
             check_dtype(dtype, str(path))
             stage = "pixels"
-            data = _read_contiguous(path, tif, series)
+            data = read_contiguous(path, tif, series)
             if data is None:
                 data = series.asarray()
-                _check_pages(series.pages, path, size)  # parsed by the read already: no second pass
+                check_pages(series.pages, path, size)  # parsed by the read already: no second pass
             if data.shape != shape:
                 data = data.reshape(shape)
             return meta, shape, dtype, data
@@ -284,43 +216,7 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
     except MemoryError:
         raise
     except Exception as e:  # a damaged file makes the parser fail in any way (struct, zero division, assertions)
-        raise _damaged(path, e, stage) from None
-
-
-def _damaged(path: Path, e: BaseException, stage: str = "pixels") -> FmcInputError:
-    """The one-line error for a file tifffile cannot parse or decode (the exception's text, shortened)."""
-    detail = " ".join(str(e).split())[:120]
-    what = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
-    if stage == "pixels":
-        return FmcInputError(f"{path}: pixel data unreadable ({what}); the file may be truncated or damaged")
-    return FmcInputError(f"{path}: not a readable TIFF ({what}); check the file")
-
-
-class _Checked:
-    """A lazy array over a TIFF (zarr) whose decoding errors become one-line :class:`FmcInputError` s: a damaged
-    tile shows up only when it is read."""
-
-    def __init__(self, arr: Any, path: Path) -> None:
-        self._arr, self._path = arr, path
-        self.shape, self.dtype, self.ndim = tuple(arr.shape), np.dtype(arr.dtype), len(arr.shape)
-
-    def __getitem__(self, idx: Any) -> np.ndarray:
-        try:
-            return np.asarray(self._arr[idx])
-        except (FmcInputError, MemoryError, IndexError):
-            raise
-        except Exception as e:
-            raise _damaged(self._path, e) from None
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        a = self[...]
-        return a.astype(dtype) if dtype is not None else a
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._arr, name)
+        raise damaged(path, e, stage) from None
 
 
 def _with_axes(img: Image, axes: str | None) -> Image:
@@ -532,11 +428,11 @@ def open_lazy(path: str | os.PathLike, *, axes: str | None = None) -> Image:
 
         try:
             store = tifffile.imread(path, aszarr=True, series=0)
-            data = _Checked(zarr.open(store, mode="r"), path)
+            data = CheckedArray(zarr.open(store, mode="r"), path)
         except MemoryError:
             raise
         except Exception as e:
-            raise _damaged(path, e) from None
+            raise damaged(path, e) from None
         if tuple(data.shape) != shape:
             raise FmcInputError(f"{path}: cannot map {data.shape} onto {shape} lazily; read it with imread") from None
     return Image(data, meta)
