@@ -64,22 +64,18 @@ def check_pages(pages: Any, path: Path, size: int) -> None:
 
 
 def read_contiguous(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> np.ndarray | None:
-    """An uncompressed contiguous series read with one ``readinto`` on an unbuffered file (measured ~10% faster
-    than tifffile's buffered handle on 32 MiB); None where that does not apply (tiles, strips apart,
+    """An uncompressed contiguous series read in one call through tifffile's own file handle (no second pass over
+    the file's structure, as ``series.asarray`` makes); None where that does not apply (tiles, strips apart,
     compression)."""
     if series.dataoffset is None or getattr(series.keyframe, "compression", 1) != 1:
         return None
     dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-    out = np.empty(series.shape, dtype)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(series.dataoffset)
-        view, done = memoryview(out.reshape(-1)).cast("B"), 0
-        while done < out.nbytes:  # a raw read may return less than asked
-            n = f.readinto(view[done:])
-            if not n:
-                raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-            done += n
-    return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
+    count = int(np.prod(series.shape))
+    try:
+        out = tif.filehandle.read_array(dtype, count, offset=series.dataoffset)
+    except ValueError:  # fewer bytes than the series needs
+        raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it") from None
+    return out.reshape(series.shape)
 
 
 def damaged(path: Path, e: BaseException, stage: str = "pixels") -> FmcInputError:
