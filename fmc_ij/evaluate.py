@@ -19,7 +19,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from fmc_ij.metrics.segment import get_segmenter, n_iou
 from fmc_ij.metrics.ssim import n_ssim_from, percentiles, ssim
 from fmc_ij.progress import track
 
-TIF = re.compile(r"\.(ome\.)?tiff?$", re.IGNORECASE)
+#: Image files evaluate reads: TIFF (ImageJ, OME, Fuse My Cells) and HDF5 / N5 / Zarr containers.
+TIF = re.compile(r"\.((ome\.)?tiff?|h5|hdf5|hdf|n5|zarr)$", re.IGNORECASE)
 COLUMNS = (
     "name", "channel", "study", "ssim_input", "ssim_pred", "n_ssim", "n_iou", "psnr", "nrmse", "mae", "pearson",
     "psnr_input", "nrmse_input", "one_minus_ssim_input", "outlier",
@@ -51,18 +52,36 @@ class EvalConfig:
     clip: bool = False
     figures: bool = True
     ssim_engine: str = "auto"
+    axes: str | None = None  # stored axes of files that do not name them (e.g. "ZCYX")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _load(path: Path) -> Image:
-    img = open_lazy(path)
+def _load(path: Path, axes: str | None = None) -> Image:
+    img = open_lazy(path, axes=axes)  # TIFF, or an HDF5 / N5 / Zarr container
     if not isinstance(img.data, np.ndarray):  # zarr over a compressed TIFF: read it
         img = Image(np.asarray(img.data[...]), img.meta)
     return img
 
 
+def _partner(folder: Path, name: str, exclude: Path | None = None) -> Path | None:
+    """``folder/name``, or a file of the same stem in another image format (a TIFF prediction of an HDF5 input)."""
+    exact = folder / name
+    if exact.exists() and exact != exclude:
+        return exact
+    stem = TIF.sub("", name)
+    for p in sorted(folder.glob(f"{glob_escape(stem)}.*")):
+        if TIF.sub("", p.name) == stem and TIF.search(p.name) and p != exclude:
+            return p
+    return None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 def match_files(pred_dir: Path, gt_dir: Path, input_dir: Path) -> list[tuple[str, Path, Path, Path]]:
-    """(name, prediction, ground truth, input) for every prediction file, by the challenge naming."""
+    """(name, prediction, ground truth, input) for every prediction file, by the challenge naming (the same stem
+    in any readable format: TIFF, HDF5, N5, Zarr)."""
     for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt"), (input_dir, "--input")):
         if not d.is_dir():
             raise FmcInputError(f"{what} {d}: no such folder")
@@ -73,19 +92,39 @@ def match_files(pred_dir: Path, gt_dir: Path, input_dir: Path) -> list[tuple[str
         if TIF.search(p.name) and not p.name.startswith(".") and not re.search(r"_(fused|uncertainty)\.", p.name)
     )
     if not preds:
-        raise FmcInputError(f"--pred {pred_dir}: no TIFF files; write predictions there with the inputs' names")
+        raise FmcInputError(f"--pred {pred_dir}: no image files; write predictions there with the inputs' names")
     out = []
     for p in preds:
-        inp = input_dir / p.name
-        gt_candidates = [gt_dir / p.name.replace("_angle", "_fused"), gt_dir / p.name]
-        gt = next((g for g in gt_candidates if g.is_file() and g != inp), None)
-        if not inp.is_file():
-            raise FmcInputError(f"prediction {p.name} has no input {inp}; predictions must keep the input's file name")
+        inp = _partner(input_dir, p.name)
+        if inp is None:
+            raise FmcInputError(f"prediction {p.name} has no input in {input_dir}; predictions must keep the input's "
+                                "file name")  # fmt: skip
+        gt_name = p.name.replace("_angle", "_fused")
+        gt = _partner(gt_dir, gt_name, exclude=inp) or _partner(gt_dir, p.name, exclude=inp)
         if gt is None:
-            raise FmcInputError(
-                f"prediction {p.name} has no ground truth in {gt_dir} (looked for {gt_candidates[0].name})"
-            )
+            raise FmcInputError(f"prediction {p.name} has no ground truth in {gt_dir} (looked for {gt_name})")
         out.append((TIF.sub("", p.name), p, gt, inp))
+    return out
+
+
+def split_channels(name: str, pred: Image, gt: Image, inp: Image) -> list[tuple[str, str | None, Image, Image, Image]]:
+    """One (name, channel, prediction, ground truth, input) per channel: multi-channel stacks (a ``C`` axis,
+    e.g. ImageJ's ZCYX) are scored channel by channel, named from the files' channel names."""
+    with_c = [img for img in (pred, gt, inp) if "C" in img.axes]
+    if not with_c:
+        return [(name, None, pred, gt, inp)]
+    if len(with_c) != 3:
+        axes = ", ".join(f"{w} {img.axes}" for w, img in zip(("prediction", "ground truth", "input"), (pred, gt, inp)))
+        raise FmcInputError(f"{name}: {axes}; give all three as multi-channel stacks or all single-channel")
+    parts = [img.channels() for img in (pred, gt, inp)]
+    if len({len(p) for p in parts}) != 1:
+        raise FmcInputError(f"{name}: the prediction, ground truth and input hold {[len(p) for p in parts]} channels")
+    out = []
+    for k, (p, g, i) in enumerate(zip(*parts)):
+        named = next((img.meta.channel_names[k] for img in (gt, inp, pred) if img.meta.channel_names), None)
+        ch = named or f"c{k}"
+        load = [Image(np.asarray(x.data[...]), x.meta.replace(channel=ch)) for x in (p, g, i)]
+        out.append((f"{name}_{ch}", ch, *load))
     return out
 
 
@@ -172,9 +211,13 @@ def evaluate_dataset(
     triples = match_files(Path(pred_dir), Path(gt_dir), Path(input_dir))
     rows: list[dict[str, Any]] = []
     figs: list[Path] = []
-    for name, p, g, i in track(triples, "evaluate", total=len(triples)):
-        pred, gt, inp = _load(p), _load(g), _load(i)
-        channel = _channel(name, inp.meta.channel or gt.meta.channel)
+
+    def scored() -> Iterator[tuple[str, str | None, Image, Image, Image]]:  # one file's images at a time
+        for stem, p, g, i in track(triples, "evaluate", total=len(triples)):
+            yield from split_channels(stem, _load(p, cfg.axes), _load(g, cfg.axes), _load(i, cfg.axes))
+
+    for name, ch, pred, gt, inp in scored():
+        channel = ch or _channel(name, inp.meta.channel or gt.meta.channel)
         spacing = list(inp.meta.voxel_size()) or None
         try:
             row = evaluate_images(pred.data, gt.data, inp.data, spacing=spacing, channel=channel, cfg=cfg)

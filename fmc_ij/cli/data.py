@@ -51,11 +51,11 @@ def simulate(
         _out.print(f"wrote [bold]{p}[/bold]")
 
 
-def _describe(path: Path) -> dict[str, Any]:
+def _describe(path: Path, axes: str | None = None) -> dict[str, Any]:
     from fmc_ij.io import open_lazy
     from fmc_ij.io.check import value_range
 
-    img = open_lazy(path)
+    img = open_lazy(path, axes=axes)
     lo, hi = value_range(img.data)
     m = img.meta
     return {
@@ -69,8 +69,16 @@ def _describe(path: Path) -> dict[str, Any]:
         "study": m.study,
         "min": lo,
         "max": hi,
+        **({"channel_names": list(m.channel_names)} if m.channel_names else {}),
+        **({"note": m.note} if m.note else {}),
         **({"extra": m.extra} if m.extra else {}),
     }
+
+
+def _short(value: Any, width: int = 100) -> str:
+    """A metadata value on one table line (ImageJ's Info blocks run to pages)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _fmt_voxel(d: dict[str, Any]) -> str:
@@ -80,16 +88,20 @@ def _fmt_voxel(d: dict[str, Any]) -> str:
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A TIFF / OME-Zarr file, or a dataset folder."),
+    path: Path = typer.Argument(
+        ..., help="A TIFF, an HDF5 / N5 / Zarr dataset (file.h5 or file.h5:/path), or a dataset folder."
+    ),
     low: str = typer.Option(None, help="Glob of the input files (with --high) for non-challenge layouts."),
     high: str = typer.Option(None, help="Glob of the target files, e.g. 'sted/*.tif'."),
     inputs_only: bool = typer.Option(False, help="Test-time folder: inputs without targets are fine."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    axes: str = typer.Option(None, help="The stored axes of a file that does not name them, e.g. ZCYX."),
 ) -> None:
     """Shape, dtype, axes, voxel size, channel, study and value range of a file or every pair of a dataset."""
     from fmc_ij.io import discover
+    from fmc_ij.io.containers import is_container
 
-    if path.is_dir() and not (path.suffix == ".zarr" or (path / ".zattrs").exists()):
+    if path.is_dir() and not (is_container(path) or (path / ".zattrs").exists() or (path / "zarr.json").exists()):
         pairs = discover(path, low=low, high=high, require_target=not inputs_only)
         from fmc_ij.progress import track
 
@@ -123,7 +135,7 @@ def info(
             )
         _out.print(t)
         return
-    d = _describe(path)
+    d = _describe(path, axes)
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -133,10 +145,11 @@ def info(
         ("axes", d["axes"]),
         ("dtype", d["dtype"]),
         ("voxel size", f"{_fmt_voxel(d)} ({''.join(d['voxel_size'])})"),
-        ("channel", str(d["channel"] or "-")),
+        ("channel", str(d["channel"] or ", ".join(d.get("channel_names", [])) or "-")),
         ("study", "-" if d["study"] is None else str(d["study"])),
         ("range", f"{d['min']:g} .. {d['max']:g}"),
-        *((f"{k}", str(v)) for k, v in d.get("extra", {}).items()),
+        *((("note", d["note"]),) if "note" in d else ()),
+        *((f"{k}", _short(v)) for k, v in d.get("extra", {}).items()),
     ):
         t.add_row(k, v)
     _out.print(t)
@@ -154,13 +167,15 @@ def evaluate(
     outlier_margin: float = typer.Option(0.05, help="Flag images with 1 - SSIM(input, GT) below this."),
     clip: bool = typer.Option(False, help="Clip the percentile-normalised images to [0, 1] (default: unclipped)."),
     figures: bool = typer.Option(True, help="Write a slice PNG per image."),
+    axes: str = typer.Option(None, help="The stored axes of files that do not name them, e.g. ZCYX."),
 ) -> None:
     """Fuse My Cells metrics (N_SSIM, N_IOU) and SSIM / PSNR / NRMSE / MAE / Pearson per image and per channel."""
     from fmc_ij.evaluate import EvalConfig, evaluate_dataset
 
     cfg = EvalConfig(
-        iou=iou, segmenter=segmenter, iou_spacing=iou_spacing, outlier_margin=outlier_margin, clip=clip, figures=figures
-    )
+        iou=iou, segmenter=segmenter, iou_spacing=iou_spacing, outlier_margin=outlier_margin, clip=clip,
+        figures=figures, axes=axes,
+    )  # fmt: skip
     if segmenter not in ("classical", "cellpose"):
         raise FmcInputError(f"--segmenter {segmenter!r}: use classical or cellpose")
     res = evaluate_dataset(pred, gt, input, out, cfg)
@@ -204,6 +219,9 @@ def register(
     min_block: int = typer.Option(64, help="Smallest elastic block (px)."),
     min_similarity: float = typer.Option(0.5, help="Blocks with a lower peak NCC are ignored."),
     overwrite: bool = typer.Option(False, help="Write into a non-empty --out."),
+    refine: bool = typer.Option(
+        None, "--refine/--no-refine", help="Dense refinement after the blocks (default: 2D and volumes <= 8 Mvoxel)."
+    ),
 ) -> None:
     """Align LR onto HR: sub-pixel global shift, then pyramidal elastic registration; QC PNGs and a CSV."""
     from fmc_ij.io import imread, write_text_atomic
@@ -223,7 +241,7 @@ def register(
         return
     if dataset is not None:
         rows = register_dataset(dataset, out, low=low, high=high, elastic=elastic, min_block=min_block,
-                                min_similarity=min_similarity, overwrite=overwrite)  # fmt: skip
+                                min_similarity=min_similarity, overwrite=overwrite, refine=refine)  # fmt: skip
         t = Table(title=f"{len(rows)} pair(s) registered -> {out}")
         for col in ("pair", "global shift (px)", "NCC before", "rigid", "elastic"):
             t.add_column(col)
@@ -232,17 +250,22 @@ def register(
                       f"{r.ncc_after:.4f}")  # fmt: skip
         _out.print(t)
         return
+    from fmc_ij.io import output_name
+
     lo, hi = imread(lr), imread(hr)
-    res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True)
-    target = out / lr.name
+    res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity, progress=True,
+                          refine=refine)  # fmt: skip
+    name = output_name(lr)  # a container dataset (vol.h5:/raw) gets a TIFF name (vol_raw.tif)
+    stem = Path(name).stem
+    target = out / name
     if target.exists() and not overwrite:
         raise FmcInputError(f"{target} exists; pass --overwrite")
     write_registered(target, res, lo, hi)
     from fmc_ij.io.atomic import atomic_path
 
-    with atomic_path(out / f"{lr.stem}_field.npy") as tmp:
+    with atomic_path(out / f"{stem}_field.npy") as tmp:
         np.save(tmp, res.field)
-    qc_figure(hi.data, res, out / f"{lr.stem}_qc.png")
+    qc_figure(hi.data, res, out / f"{stem}_qc.png")
     summary = {
         "shift": [float(v) for v in res.shift],
         "ncc_before": res.ncc_before,
@@ -251,7 +274,7 @@ def register(
         "valid_fraction": float(res.valid.mean()),
         "levels": [vars(lv) for lv in res.levels],
     }
-    write_text_atomic(out / f"{lr.stem}_registration.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / f"{stem}_registration.json", json.dumps(summary, indent=2) + "\n")
     _out.print(
         f"shift {', '.join(f'{v:+.3f}' for v in res.shift)} px; NCC {res.ncc_before:.4f} -> rigid {res.ncc_rigid:.4f}"
         f" -> elastic {res.ncc_after:.4f}; wrote {target}"

@@ -47,7 +47,17 @@ _LAYOUT_KEYS = {
     "xorigin",
     "zorigin",
 }
-_UNIT_ALIASES = {"micron": "µm", "microns": "µm", "um": "µm", "\\u00b5m": "µm", "μm": "µm"}
+_UNIT_ALIASES = {
+    "micron": "µm", "microns": "µm", "um": "µm", "\\u00b5m": "µm", "μm": "µm", "micrometer": "µm",
+    "micrometre": "µm", "micrometers": "µm", "micrometres": "µm", "nanometer": "nm", "nanometre": "nm",
+    "nanometers": "nm", "nanometres": "nm", "millimeter": "mm", "millimetre": "mm", "millimeters": "mm",
+    "millimetres": "mm", "meter": "m", "metre": "m", "meters": "m", "metres": "m", "centimeter": "cm",
+    "centimetre": "cm", "pixels": "pixel", "px": "pixel", "none": "pixel", "a.u.": "pixel",
+}  # fmt: skip
+#: Length units and their size in micrometres (what voxel sizes are converted through).
+UNIT_TO_UM = {"µm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4}
+#: A leading axis of at most this many planes, in a file that does not name its axes, is read as channels.
+MAX_INFERRED_CHANNELS = 4
 
 
 def _norm_key(key: str) -> str:
@@ -60,7 +70,39 @@ def normalize_unit(unit: str | None) -> str:
     if unit is None or str(unit).strip() == "":
         return "pixel"
     u = str(unit).strip()
-    return _UNIT_ALIASES.get(u.lower(), u)
+    return _UNIT_ALIASES.get(u.lower(), _UNIT_ALIASES.get(u, u))
+
+
+def unit_to_um(unit: str | None) -> float | None:
+    """Size of one ``unit`` in micrometres (``nm`` -> 0.001), or None for ``pixel`` and unknown units."""
+    return UNIT_TO_UM.get(normalize_unit(unit))
+
+
+def infer_axes(shape: tuple[int, ...], *, has_z: bool = False) -> tuple[str, str]:
+    """Axes of an array whose file does not name them, and a note saying what was guessed (empty if nothing).
+
+    2D: YX. 3D: CYX when the first axis has at most :data:`MAX_INFERRED_CHANNELS` planes (a 2-3 plane "volume"
+    is rarer than a 2-3 channel image) unless ``has_z`` (the file calibrates a Z axis), ZYX otherwise. 4D: the
+    smaller of the two leading axes is the channel axis when it has at most 8 entries (ZCYX as ImageJ stores
+    hyperstacks, CZYX as numpy users write them). 5D: TCZYX.
+    """
+    nd = len(shape)
+    if nd == 2:
+        return "YX", ""
+    if nd == 3:
+        if shape[0] <= MAX_INFERRED_CHANNELS and not has_z:
+            return "CYX", f"axes not stored: {shape[0]} leading planes read as channels (CYX); give axes ZYX if not"
+        return "ZYX", ""
+    if nd == 4:
+        a, b = shape[0], shape[1]
+        if b < a and b <= 8:
+            return "ZCYX", f"axes not stored: the axis of {b} read as channels (ZCYX); give axes if not"
+        if a <= 8:
+            return "CZYX", f"axes not stored: the axis of {a} read as channels (CZYX); give axes if not"
+        return "TZYX", "axes not stored: no axis short enough for channels, read as time points (TZYX)"
+    if nd == 5:
+        return "TCZYX", "axes not stored: read as TCZYX"
+    raise FmcInputError(f"cannot guess the axes of a {nd}-D image: pass axes explicitly")
 
 
 def check_axes(axes: str, ndim: int | None = None) -> str:
@@ -96,6 +138,10 @@ class ImageMeta:
         The Fuse My Cells study number.
     extra : dict
         Every other key found in the file, carried through unchanged.
+    channel_names : tuple of str
+        Names of the channels along ``C`` (from the file's metadata), in order; empty if unnamed.
+    note : str
+        What the reader had to guess (e.g. the channel axis of a file without axes); not written to files.
     """
 
     axes: str
@@ -104,10 +150,13 @@ class ImageMeta:
     channel: str | None = None
     study: int | str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
+    note: str = ""
 
     def __post_init__(self) -> None:
         self.axes = check_axes(self.axes)
         self.unit = normalize_unit(self.unit)
+        self.channel_names = tuple(str(c) for c in self.channel_names or ())
         self.spacing = {a: float(self.spacing.get(a, 1.0)) for a in self.axes if a in SPATIAL_AXES}
         for a, v in self.spacing.items():
             if not np.isfinite(v) or v <= 0:
@@ -130,9 +179,21 @@ class ImageMeta:
             "channel": self.channel,
             "study": self.study,
             "extra": dict(self.extra),
+            "channel_names": self.channel_names,
+            "note": self.note,
         }
         fields.update(changes)
         return ImageMeta(**fields)
+
+    def in_unit(self, unit: str) -> ImageMeta:
+        """The same metadata with the voxel size converted to ``unit`` (e.g. nm -> µm); uncalibrated stays so."""
+        src, dst = unit_to_um(self.unit), unit_to_um(unit)
+        if src is None or dst is None:
+            if self.unit == "pixel" or normalize_unit(unit) == self.unit:
+                return self.replace()
+            raise FmcInputError(f"cannot convert voxel sizes from {self.unit!r} to {unit!r}: unknown length unit")
+        f = src / dst
+        return self.replace(spacing={a: v * f for a, v in self.spacing.items()}, unit=unit)
 
     def to_fmc_dict(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
         """The Fuse My Cells template's metadata dictionary (``PhysicalSizeX/Y/Z``, ``spacing``, ...)."""
@@ -146,6 +207,8 @@ class ImageMeta:
             out["channel"] = self.channel
         if self.study is not None:
             out["study"] = self.study
+        if self.channel_names:
+            out["channel_names"] = list(self.channel_names)
         if shape is not None:
             out["shape"] = list(shape)
         return out
@@ -173,6 +236,7 @@ def meta_from_dict(
     *,
     axes: str | None = None,
     xy_resolution: tuple[float, float] | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> ImageMeta:
     """Build :class:`ImageMeta` from a metadata dictionary in any of the known spellings.
 
@@ -186,6 +250,9 @@ def meta_from_dict(
         Axes from the file layout; ``raw["axes"]`` wins when present and consistent.
     xy_resolution : (float, float), optional
         Pixel size (X, Y) from the TIFF resolution tags, used when no ``PhysicalSize`` key exists.
+    shape : tuple of int, optional
+        The array's shape: when neither the file nor ``axes`` names the axes they are inferred from it
+        (:func:`infer_axes`, the guess kept in ``note``); without it the CSBDeep defaults apply.
     """
     by_norm = {_norm_key(k): (k, v) for k, v in raw.items()}
 
@@ -200,10 +267,14 @@ def meta_from_dict(
         axes = str(raw_axes)
     elif raw_axes is not None and axes is None:
         raise FmcInputError(f"unknown axes {raw_axes!r} in metadata for a {ndim}-D image: fix the 'axes' key")
+    note = ""
     if axes is None or not set(axes.upper()) <= set(VALID_AXES):
-        if ndim not in DEFAULT_AXES:
+        if shape is not None and len(shape) == ndim:
+            axes, note = infer_axes(tuple(shape), has_z="physicalsizez" in by_norm or "spacing" in by_norm)
+        elif ndim not in DEFAULT_AXES:
             raise FmcInputError(f"cannot guess the axes of a {ndim}-D image: pass axes explicitly")
-        axes = DEFAULT_AXES[ndim]
+        else:
+            axes = DEFAULT_AXES[ndim]
     axes = check_axes(axes, ndim)
 
     spacing: dict[str, float] = {}
@@ -235,6 +306,11 @@ def meta_from_dict(
         unit = "µm" if calibrated else "pixel"
     channel = take("channel")
     study = _as_study(take("study"))
+    names = take("channelnames")
+    if isinstance(names, str):
+        names = [c.strip() for c in names.split(",")]
+    n_c = shape[axes.index("C")] if shape is not None and "C" in axes and len(shape) == ndim else None
+    names = tuple(str(c) for c in names) if isinstance(names, (list, tuple)) and len(names) == n_c else ()
     extra = {k: v for n, (k, v) in by_norm.items() if n not in _LAYOUT_KEYS}
     return ImageMeta(
         axes=axes,
@@ -243,6 +319,8 @@ def meta_from_dict(
         channel=None if channel is None else str(channel),
         study=study,
         extra=extra,
+        channel_names=names,
+        note=note,
     )
 
 
@@ -283,3 +361,49 @@ class Image:
             raise FmcInputError(f"cannot reorder axes {self.axes!r} to {axes!r}: they must hold the same letters")
         order = [self.axes.index(a) for a in axes]
         return Image(np.transpose(self.numpy(), order), self.meta.replace(axes=axes))
+
+    def channels(self) -> list[Image]:
+        """One single-channel image per entry of the ``C`` axis (lazy arrays stay lazy: each is a view that reads
+        its planes on demand), ``meta.channel`` set from ``meta.channel_names`` (else ``c0``, ``c1``, ...)."""
+        if "C" not in self.axes:
+            return [self]
+        c = self.axes.index("C")
+        rest = self.axes.replace("C", "")
+        names = self.meta.channel_names or tuple(f"c{k}" for k in range(self.shape[c]))
+        out = []
+        for k, name in enumerate(names):
+            # numpy (and memmap) arrays: a view, no copy; other lazy arrays: a view object that slices on demand.
+            data = (
+                self.data[(slice(None),) * c + (k,)]
+                if isinstance(self.data, np.ndarray)
+                else ChannelView(self.data, c, k)
+            )
+            out.append(Image(data, self.meta.replace(axes=rest, channel=name, channel_names=())))
+        return out
+
+
+class ChannelView:
+    """Channel ``k`` along axis ``c`` of a lazy array (memmap, zarr, HDF5): slicing reads only what it touches."""
+
+    def __init__(self, src: Any, c: int, k: int) -> None:
+        self.src, self.c, self.k = src, c, k
+        self.shape = tuple(n for i, n in enumerate(src.shape) if i != c)
+        self.dtype = np.dtype(src.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if idx is Ellipsis:
+            idx = ()
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if any(i is Ellipsis for i in idx):
+            e = idx.index(Ellipsis)
+            idx = idx[:e] + (slice(None),) * (self.ndim - len(idx) + 1) + idx[e + 1 :]
+        idx = idx + (slice(None),) * (self.ndim - len(idx))
+        return np.asarray(self.src[idx[: self.c] + (self.k,) + idx[self.c :]])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self[...]
+        return a.astype(dtype) if dtype is not None else a
+
+    def __len__(self) -> int:
+        return self.shape[0]

@@ -29,7 +29,9 @@ import tifffile
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io.atomic import atomic_path
-from fmc_ij.io.meta import IMAGEJ_ORDER, Image, ImageMeta, check_axes, meta_from_dict
+from fmc_ij.io.containers import is_container, open_container
+from fmc_ij.io.integrity import CheckedArray, check_complete, check_file, check_pages, damaged, read_contiguous
+from fmc_ij.io.meta import IMAGEJ_ORDER, UNIT_TO_UM, Image, ImageMeta, check_axes, meta_from_dict
 
 TiffFlavour = Literal["imagej", "ome", "fmc"]
 
@@ -65,15 +67,6 @@ def check_dtype(dtype: Any, where: str = "image") -> np.dtype:
     return dt
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FmcInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise FmcInputError(f"{path}: is a folder, expected a TIFF file")
-    if path.stat().st_size == 0:
-        raise FmcInputError(f"{path}: empty file; re-export or re-download it")
-
-
 def _ij_unescape(value: Any) -> Any:
     # ImageJ writes non-ASCII characters as \uXXXX (e.g. unit=\u00B5m).
     if isinstance(value, str) and "\\u" in value:
@@ -88,9 +81,6 @@ def _ij_escape(value: Any) -> Any:
     if isinstance(value, str):
         return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in value)
     return value
-
-
-_TO_UM = {"µm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4}
 
 
 def _xy_resolution(page: tifffile.TiffPage) -> tuple[float, float, str | None] | None:
@@ -127,6 +117,11 @@ def _ome_meta(ome_xml: str) -> dict[str, Any]:
         raw["unit"] = pixels["PhysicalSizeXUnit"]
     elif raw:
         raw["unit"] = "µm"  # the OME default
+    chans = pixels.get("Channel", [])
+    chans = chans if isinstance(chans, list) else [chans]
+    names = [c.get("Name") for c in chans if isinstance(c, dict)]
+    if names and all(isinstance(n, str) and n for n in names):
+        raw["channel_names"] = names
     ann = d.get("StructuredAnnotations", {}).get("MapAnnotation", {})
     for a in ann if isinstance(ann, list) else [ann]:
         entries = a.get("Value", {}).get("M", [])
@@ -158,19 +153,6 @@ def _key_value_description(desc: str) -> dict[str, Any]:
     return raw
 
 
-def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
-    """Reject truncated files: tifffile would silently return fewer planes or zeros."""
-    size = path.stat().st_size
-    n_pages = len(tif.pages)
-    expected = tif.imagej_metadata.get("images") if tif.is_imagej and tif.imagej_metadata else None
-    if expected is not None and int(expected) > n_pages:
-        raise FmcInputError(f"{path}: truncated file ({n_pages} of {expected} planes); re-export or re-download it")
-    for page in tif.pages:
-        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
-        if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
-            raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-
-
 def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> ImageMeta:
     ndim = len(series.shape)
     axes = series.axes.upper()
@@ -185,6 +167,10 @@ def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> Image
         raw = dict(tif.shaped_metadata[0])
     elif tif.is_imagej and tif.imagej_metadata:
         raw = {k: _ij_unescape(v) for k, v in tif.imagej_metadata.items()}
+        labels, n_c = raw.get("Labels"), int(raw.get("channels", 1) or 1)
+        # Slice labels name the channels when the stack holds one plane per channel (ImageJ's composite images).
+        if "channel_names" not in raw and isinstance(labels, list) and n_c > 1 and len(labels) == n_c:
+            raw["channel_names"] = [str(v) for v in labels]
     else:
         raw = _key_value_description(page.description or "")
     # The stored axes key wins over the layout only when it names the same letters (ImageJ reorders).
@@ -193,62 +179,96 @@ def _read_meta(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> Image
         raw = {k: v for k, v in raw.items() if k != "axes"}
     if xy is not None and xy[2] is not None and not any(k.lower().startswith("physicalsize") for k in raw):
         raw.setdefault("unit", xy[2])  # calibration only in the tags: they fix the unit
-    return meta_from_dict(raw, ndim, axes=layout_axes, xy_resolution=None if xy is None else xy[:2])
+    return meta_from_dict(
+        raw, ndim, axes=layout_axes, xy_resolution=None if xy is None else xy[:2], shape=tuple(series.shape)
+    )
 
 
 def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.dtype, np.ndarray | None]:
     """Metadata (and optionally the pixels) through one file handle, with errors made one-line."""
-    _check_file(path)
+    size = check_file(path)
     stage = "metadata"
     try:
         with tifffile.TiffFile(path) as tif:
-            _check_complete(tif, path)
             series = tif.series[0]
-            meta = _read_meta(tif, series)
+            pages_left = check_complete(tif, series, path, size)
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            if not shape or min(shape) == 0:
+                raise FmcInputError(f"{path}: empty image (shape {shape}); re-export it")
+            meta = _read_meta(tif, series)
             data = None
-            if pixels:
-                check_dtype(dtype, str(path))
-                stage = "pixels"
+            if not pixels:
+                if pages_left:
+                    check_pages(tif.pages, path, size)
+                return meta, shape, dtype, None
+            check_dtype(dtype, str(path))
+            stage = "pixels"
+            data = read_contiguous(path, tif, series)
+            if data is None:
                 data = series.asarray()
-                if data.shape != shape:
-                    data = data.reshape(shape)
+                check_pages(series.pages, path, size)  # parsed by the read already: no second pass
+            if data.shape != shape:
+                data = data.reshape(shape)
             return meta, shape, dtype, data
     except FmcInputError as e:
         msg = str(e)
         raise FmcInputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as e:
-        if stage == "pixels":
-            raise FmcInputError(
-                f"{path}: pixel data unreadable ({type(e).__name__}: {e}); the file may be truncated"
-            ) from None
-        raise FmcInputError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}); check the file") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # a damaged file makes the parser fail in any way (struct, zero division, assertions)
+        raise damaged(path, e, stage) from None
 
 
-def read_meta(path: str | os.PathLike) -> tuple[ImageMeta, tuple[int, ...], np.dtype]:
-    """Read only the metadata, shape and dtype of a TIFF file (no pixel data)."""
+def _with_axes(img: Image, axes: str | None) -> Image:
+    """``img`` with its stored axes overridden by the caller's hint (a file without axes, or a wrong guess)."""
+    return Image(img.data, _check_hint(img.meta, img.shape, axes)) if axes else img
+
+
+def read_meta(path: str | os.PathLike, *, axes: str | None = None) -> tuple[ImageMeta, tuple[int, ...], np.dtype]:
+    """Read only the metadata, shape and dtype of an image file (TIFF, or a dataset of an HDF5/N5/Zarr container;
+    no pixel data). ``axes``: the stored axes, for files that do not say (see :func:`open_lazy`)."""
+    if is_container(path):
+        img = _with_axes(open_container(path, axes=axes), axes)
+        return img.meta, img.shape, img.dtype
     meta, shape, dtype, _ = _read(Path(path), pixels=False)
-    return meta, shape, dtype
+    return (_check_hint(meta, shape, axes) if axes else meta), shape, dtype
 
 
-def imread(path: str | os.PathLike, *, axes: str | None = None) -> Image:
-    """Read a TIFF into an :class:`~fmc_ij.io.meta.Image` (numpy data plus metadata).
+def _check_hint(meta: ImageMeta, shape: tuple[int, ...], axes: str) -> ImageMeta:
+    ax = check_axes(axes, len(shape))
+    if ax == meta.axes:
+        return meta.replace(note="")
+    names = meta.channel_names if "C" in ax and len(meta.channel_names) == shape[ax.index("C")] else ()
+    return meta.replace(axes=ax, spacing={a: meta.spacing[a] for a in ax if a in meta.spacing}, channel_names=names,
+                        note="")  # fmt: skip
+
+
+def imread(path: str | os.PathLike, *, axes: str | None = None, stored_axes: str | None = None) -> Image:
+    """Read an image into an :class:`~fmc_ij.io.meta.Image` (numpy data plus metadata).
 
     Parameters
     ----------
     path : path-like
-        ImageJ, OME, Fuse My Cells or plain TIFF file.
+        ImageJ, OME, Fuse My Cells or plain TIFF file, or a dataset of an HDF5 / N5 / Zarr container
+        (``file.h5:/raw``, or ``file.h5`` when it holds one image; see :mod:`fmc_ij.io.containers`).
     axes : str, optional
         Reorder the result to these axes (a permutation of the file's axes), e.g. ``"CZYX"``.
+    stored_axes : str, optional
+        The axes as stored, for files that do not name them (default: read from the file, else inferred from the
+        shape with a note in ``meta.note``).
 
     Returns
     -------
     Image
         ``image.data`` is a numpy array, ``image.meta`` its metadata.
     """
-    meta, _, _, data = _read(Path(path), pixels=True)
-    img = Image(data, meta)
-    return img.transpose(axes) if axes and axes.upper() != meta.axes else img
+    if is_container(path):
+        lazy = open_lazy(path, axes=stored_axes)
+        img = Image(np.asarray(lazy.data[...]), lazy.meta)
+    else:
+        meta, _, _, data = _read(Path(path), pixels=True)
+        img = Image(data, _check_hint(meta, data.shape, stored_axes) if stored_axes else meta)
+    return img.transpose(axes) if axes and axes.upper() != img.meta.axes else img
 
 
 def _to_imagej_order(data: Any, axes: str) -> tuple[Any, str]:
@@ -328,6 +348,8 @@ def imwrite(
             md["channel"] = _ij_escape(meta.channel)
         if meta.study is not None:
             md["study"] = meta.study
+        if meta.channel_names:
+            md["channel_names"] = _ij_escape(",".join(meta.channel_names))
         for k, v in meta.extra.items():
             if k.lower() not in md and isinstance(v, (str, int, float, bool)):
                 md[k] = _ij_escape(v)
@@ -342,11 +364,13 @@ def imwrite(
             md[f"PhysicalSize{a}Unit"] = meta.unit if meta.unit != "pixel" else "pixel"
         if ann:
             md["MapAnnotation"] = ann
+        if meta.channel_names:
+            md["Channel"] = {"Name": list(meta.channel_names)}
         # A UUID from the name, shape and metadata instead of a random one: the same inputs give the same bytes.
         key = f"fmc-ij:{path.name}:{tuple(data.shape)}:{np.dtype(data.dtype).name}:{sorted(md.items(), key=str)}"
         md["UUID"] = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
         kwargs.update(ome=True, metadata=md, bigtiff=large if bigtiff is None else bigtiff, tile=tile)
-        to_um = _TO_UM.get(meta.unit)
+        to_um = UNIT_TO_UM.get(meta.unit)
         if to_um is not None:
             # Resolution tags in pixels per centimetre: plain ImageJ 1 (no Bio-Formats) then reads XY too.
             kwargs.update(resolution=(1e4 / (sx * to_um), 1e4 / (sy * to_um)), resolutionunit="CENTIMETER")
@@ -373,19 +397,27 @@ def imwrite(
     return path
 
 
-def open_lazy(path: str | os.PathLike) -> Image:
-    """Open a large TIFF or OME-Zarr without reading it: slices read only what they touch.
+def open_lazy(path: str | os.PathLike, *, axes: str | None = None) -> Image:
+    """Open a large image without reading it: slices read only what they touch.
 
-    Uncompressed contiguous TIFFs are memory-mapped (``numpy.memmap``, read-only); tiled or
-    compressed ones are wrapped as a read-only zarr array over the TIFF; ``*.zarr`` folders are
-    opened with :func:`fmc_ij.io.zarr_io.open_ome_zarr`.
+    Uncompressed contiguous TIFFs are memory-mapped (``numpy.memmap``, read-only); tiled or compressed ones are
+    wrapped as a read-only zarr array over the TIFF; ``*.zarr`` folders (OME-Zarr or plain), HDF5 files and N5
+    containers are opened in place (``file.h5:/path`` names a dataset; see :mod:`fmc_ij.io.containers`).
+    ``axes``: the axes as stored, for files that do not name them (otherwise read, or inferred from the shape
+    with a note in ``meta.note``).
     """
-    path = Path(path)
-    if path.is_dir() and (path.suffix == ".zarr" or (path / ".zattrs").exists() or (path / "zarr.json").exists()):
+    path_s = os.fspath(path)
+    path = Path(path_s)
+    zarr_dir = path.is_dir() and ((path / ".zattrs").exists() or (path / "zarr.json").exists())
+    if zarr_dir and not is_container(path_s):
         from fmc_ij.io.zarr_io import open_ome_zarr
 
-        return open_ome_zarr(path)
-    meta, shape, dtype = read_meta(path)
+        return _with_axes(open_ome_zarr(path), axes)
+    if is_container(path_s):
+        img = open_container(path_s, axes=axes)
+        check_dtype(img.dtype, path_s)
+        return _with_axes(img, axes)
+    meta, shape, dtype = read_meta(path, axes=axes)
     check_dtype(dtype, str(path))
     try:
         data: Any = tifffile.memmap(path, mode="r")
@@ -394,8 +426,13 @@ def open_lazy(path: str | os.PathLike) -> Image:
     except ValueError:
         import zarr
 
-        store = tifffile.imread(path, aszarr=True, series=0)
-        data = zarr.open(store, mode="r")
+        try:
+            store = tifffile.imread(path, aszarr=True, series=0)
+            data = CheckedArray(zarr.open(store, mode="r"), path)
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise damaged(path, e) from None
         if tuple(data.shape) != shape:
             raise FmcInputError(f"{path}: cannot map {data.shape} onto {shape} lazily; read it with imread") from None
     return Image(data, meta)

@@ -1,9 +1,12 @@
 """Register LR/HR pairs: global sub-pixel cross-correlation, then pyramidal elastic (block-wise)
-registration down to 64 px blocks, 2D and 3D (Wang et al. 2019, NanoJ-Core); a NanoJ-compatible mode.
+registration down to 64 px blocks (Wang et al. 2019, NanoJ-Core) and a regularised dense refinement on a grid of
+control points (:mod:`fmc_ij.register.dense`), 2D and 3D; a NanoJ-compatible mode. Voxel sizes are converted
+between units; the valid region ends where the moving image's field of view ends.
 
 Convention: ``registered[p] = moving[p + field[:, p]]`` (voxels, array axis order).
 """
 
+from fmc_ij.register.dense import dense_refine
 from fmc_ij.register.elastic import ElasticResult, elastic_register, ncc, valid_region, warp
 from fmc_ij.register.nanoj import (
     apply_nanoj_mask,
@@ -18,6 +21,7 @@ from fmc_ij.register.pair import (
     register_dataset,
     register_images,
     register_pair,
+    registered_meta,
     resample,
     write_registered,
 )
@@ -29,6 +33,7 @@ __all__ = [
     "ShiftResult",
     "apply_nanoj_mask",
     "cross_correlation_map",
+    "dense_refine",
     "elastic_register",
     "estimate_shift",
     "nanoj_elastic_mask",
@@ -38,6 +43,7 @@ __all__ = [
     "register_dataset",
     "register_images",
     "register_pair",
+    "registered_meta",
     "resample",
     "subpixel_peak",
     "valid_region",

@@ -4,7 +4,10 @@ Per level, the current registered image is cut into blocks (not overlapping by d
 each block's sub-pixel shift against the reference is measured by cross-correlation; blocks whose peak NCC
 is below ``min_similarity`` are dropped and filled from their neighbours (normalised Gaussian averaging on the
 block grid), the block vectors are interpolated into a dense field (bicubic in 2D, trilinear in 3D)
-and composed with the field so far. The block size halves per level down to ``min_block`` (64 px).
+and composed with the field so far. The block size halves per level down to ``min_block`` (64 px). A last,
+dense level (:func:`fmc_ij.register.dense.dense_refine`) fits a regularised correction on control points every
+16-128 px to the whole image: it bends within blocks and carries the field across blocks without structure, which
+matters where blocks are few (small images, strong warps).
 
 Convention: ``registered[p] = moving[p + field[:, p]]`` (voxels, array axis order).
 """
@@ -24,12 +27,14 @@ from fmc_ij.register.shift import MIN_PEAK_Z, estimate_shift
 
 @dataclass
 class LevelInfo:
-    """What one pyramid level did."""
+    """What one pyramid level did (``kind`` "dense": the refinement, ``block`` its control-point spacing,
+    ``n_blocks`` its control points, ``n_kept`` its Gauss-Newton steps)."""
 
     block: tuple[int, ...]
     n_blocks: int
     n_kept: int
     ncc: float  # global NCC after the level
+    kind: str = "blocks"
 
 
 @dataclass
@@ -64,14 +69,19 @@ def warp(image: torch.Tensor | np.ndarray, field_: torch.Tensor | np.ndarray, *,
     return out[0, 0]
 
 
-def valid_region(field_: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Voxels whose source ``p + field`` lies inside the moving image (the overlap)."""
+def valid_region(field_: np.ndarray | torch.Tensor, extent: Sequence[float] | None = None) -> np.ndarray:
+    """Voxels whose source ``p + field`` lies inside the moving image (the overlap).
+
+    ``extent``: per axis, the last coordinate the moving image covers on this grid (default ``n - 1``): an image
+    resampled from a smaller field of view covers less than the grid, and what lies beyond it was never seen.
+    """
     fld = np.asarray(field_.cpu() if torch.is_tensor(field_) else field_)
     shape = fld.shape[1:]
     ok = np.ones(shape, bool)
     for a, n in enumerate(shape):
+        hi = (n - 1) if extent is None else min(n - 1, float(extent[a]))
         src = np.arange(n).reshape([n if i == a else 1 for i in range(len(shape))]) + fld[a]
-        ok &= (src >= 0) & (src <= n - 1)
+        ok &= (src >= 0) & (src <= hi + 1e-6)
     return ok
 
 
@@ -220,6 +230,20 @@ def block_sizes(shape: Sequence[int], min_block: int = 64, max_levels: int = 3) 
     return sizes or [tuple(min(min_block, n) for n in shape)]
 
 
+#: Volumes above this many voxels skip the dense refinement unless asked (its cost grows with the voxels).
+REFINE_MAX_VOXELS = 2**23
+
+
+def refine_spacing_for(shape: Sequence[int]) -> int:
+    """Control-point spacing of the dense refinement: 1/16 of the smaller lateral side, within 16..128 voxels.
+
+    Measured on smooth 3 px warps: 16 px on 256^2 textures (0.26 -> 0.06 px RMS); on the 2048^2 light-sheet
+    plane, whose specimen fills a fraction of the field, 16 px fits the views' differing blur (0.54 px) and
+    128 px gives 0.058 px (pyramid alone 0.083).
+    """
+    return int(max(16, min(128, min(shape[-2:]) // 16)))
+
+
 def elastic_register(
     ref: np.ndarray | torch.Tensor,
     mov: np.ndarray | torch.Tensor,
@@ -230,6 +254,8 @@ def elastic_register(
     max_shift: float | None = None,
     passes_last_level: int | None = None,
     overlap: float = 0.0,
+    refine: bool | None = None,
+    refine_spacing: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> ElasticResult:
@@ -256,6 +282,14 @@ def elastic_register(
         Fraction of a block shared with each neighbour (0.5: four times the blocks in 2D, eight in 3D, i.e. that
         much more time). Measured on the same warps, 0.5 helps only where few blocks hold structure (1024^2
         plane: 0.120 -> 0.096 px RMS) and not on 2048^2 planes (0.083 either way).
+    refine : bool, optional
+        After the pyramid, fit a regularised dense correction on control points every ``refine_spacing`` voxels
+        (:func:`fmc_ij.register.dense.dense_refine`): it bends within blocks and carries the field across blocks
+        without structure. Measured on 256^2 fluorescence textures warped by up to 3 px: 0.26 -> 0.06 px RMS; on a
+        64x128x128 volume (2 px warp) 0.127 -> 0.016 px. Default (None): 2D images, and volumes up to
+        :data:`REFINE_MAX_VOXELS` (a 128x512x512 light-sheet pair took 45 s -> 143 s on a loaded 2-core machine).
+    refine_spacing : int, optional
+        Control-point spacing of the refinement (default :func:`refine_spacing_for`).
 
     Returns
     -------
@@ -300,4 +334,22 @@ def elastic_register(
     full = _to_full(total, shape, step)
     if pending:
         info.append(LevelInfo(*pending.pop(), ncc(r[sub], warp(m, full)[sub])))
+    if refine or (refine is None and (nd == 2 or int(np.prod(shape)) <= REFINE_MAX_VOXELS)):
+        from fmc_ij.register.dense import dense_refine
+
+        h = refine_spacing or refine_spacing_for(shape)
+        refined, steps = dense_refine(r, m, full, spacing=h)
+        after = ncc(r[sub], warp(m, refined)[sub])
+        nodes = int(np.prod([(n - 1) // h + 2 for n in shape]))
+        if not info or after >= info[-1].ncc:  # a refinement that matches worse is dropped (kept: 0 steps)
+            full = refined
+        info.append(
+            LevelInfo(
+                (h,) * nd,
+                nodes,
+                len(steps) if full is refined else 0,
+                max(after, info[-1].ncc if info else after),
+                "dense",
+            )
+        )
     return ElasticResult(full.cpu().numpy().astype(np.float32), info)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import (
     Image,
+    ImageMeta,
     discover,
     imagej_dtype,
     imread,
@@ -31,6 +32,7 @@ from fmc_ij.io import (
     write_text_atomic,
 )
 from fmc_ij.io.atomic import atomic_path
+from fmc_ij.io.meta import unit_to_um
 from fmc_ij.progress import track
 from fmc_ij.register.elastic import LevelInfo, elastic_register, ncc, valid_region, warp
 from fmc_ij.register.shift import check_pair, estimate_shift
@@ -44,7 +46,7 @@ class RegistrationResult:
     moving: np.ndarray  # moving resampled onto the reference grid, before alignment (for QC)
     field: np.ndarray  # (ndim, *shape) voxels, registered[p] = resampled_moving[p + field[:, p]]
     shift: np.ndarray  # global part (voxels)
-    valid: np.ndarray  # bool overlap: voxels whose source lies inside the moving image
+    valid: np.ndarray  # bool overlap: voxels whose source lies inside what the moving image covers
     ncc_before: float
     ncc_rigid: float
     ncc_after: float
@@ -103,6 +105,7 @@ def register_pair(
     min_block: int = 64,
     min_similarity: float = 0.5,
     max_shift: float | None = None,
+    refine: bool | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> RegistrationResult:
@@ -116,14 +119,30 @@ def register_pair(
         Voxel sizes in the same unit; the moving image is resampled onto the reference grid.
     elastic : bool
         Run the pyramidal elastic step after the global shift.
-    min_block, min_similarity, max_shift
+    min_block, min_similarity, max_shift, refine
         See :func:`fmc_ij.register.elastic.elastic_register` and :func:`estimate_shift`.
     """
     ref = np.asarray(reference, np.float32)
     mov = np.asarray(moving, np.float32)
+    if ref.ndim != mov.ndim or ref.ndim not in (2, 3):
+        raise FmcInputError(
+            f"registration: the reference is {ref.ndim}D {ref.shape} and the moving image {mov.ndim}D {mov.shape}; "
+            "give two 2D images or two 3D volumes"
+        )
+    extent = None
     if spacing_ref is not None and spacing_mov is not None:
         sr, sm = list(spacing_ref)[-ref.ndim :], list(spacing_mov)[-mov.ndim :]
+        # The last reference coordinate the moving image covers: beyond it resampling only repeats its edge.
+        extent = [(n - 1) * b / a for n, a, b in zip(mov.shape, sr, sm)]
         mov = resample(mov, sm, sr, ref.shape)
+    elif mov.shape != ref.shape and all(m <= r for m, r in zip(mov.shape, ref.shape)):
+        extent = [n - 1 for n in mov.shape]
+        mov = resample(mov, [1.0] * ref.ndim, [1.0] * ref.ndim, ref.shape)
+    if extent is not None and any(e < 7 and e < n - 1.5 for e, n in zip(extent, ref.shape)):
+        raise FmcInputError(
+            f"registration: the moving image covers only {min(extent) + 1:.1f} reference voxels along one axis; "
+            "check the voxel sizes and units of both files"
+        )
     check_pair(ref, mov)
     g = estimate_shift(ref, mov, max_shift=max_shift, device=device)
     shape = ref.shape
@@ -134,16 +153,16 @@ def register_pair(
     if elastic and min(shape[-2:]) >= 2 * min_block:
         res = elastic_register(
             ref, mov, init_field=fld, min_block=min_block, min_similarity=min_similarity, device=device,
-            progress=progress,
+            progress=progress, refine=refine,
         )  # fmt: skip
         fld, levels = res.field, res.levels
     registered = warp(mov, fld).numpy()
-    valid = valid_region(fld)
+    valid = valid_region(fld, extent)
     ncc_rigid, ncc_after = ncc(ref, rigid, valid), ncc(ref, registered, valid)
     if levels and ncc_after < ncc_rigid:
         # The pair holds no elastic misalignment the blocks can see (or the images differ too much): the
         # elastic field would only fit noise, so keep the rigid result.
-        fld, registered, valid, ncc_after = rigid_field, rigid, valid_region(rigid_field), ncc_rigid
+        fld, registered, valid, ncc_after = rigid_field, rigid, valid_region(rigid_field, extent), ncc_rigid
     return RegistrationResult(
         registered=registered,
         moving=mov,
@@ -157,28 +176,55 @@ def register_pair(
     )
 
 
+def _pair_spacings(low: Image, high: Image) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """LR's and HR's voxel sizes in one unit (HR's): nm, µm, mm, ... are converted; a file without a calibration
+    (unit "pixel") is taken to share its partner's grid (pixels are not microns)."""
+    sp_ref, sp_mov = high.meta.voxel_size(), low.meta.voxel_size()
+    lo_u, hi_u = unit_to_um(low.meta.unit), unit_to_um(high.meta.unit)
+    if low.meta.unit == "pixel" and high.meta.unit != "pixel":
+        return sp_ref, sp_ref
+    if high.meta.unit == "pixel" and low.meta.unit != "pixel":
+        return sp_mov, sp_mov
+    if low.meta.unit == high.meta.unit:
+        return sp_ref, sp_mov
+    if lo_u is None or hi_u is None:
+        bad = low.meta.unit if lo_u is None else high.meta.unit
+        raise FmcInputError(
+            f"unknown length unit {bad!r} (LR in {low.meta.unit}, HR in {high.meta.unit}); use nm, µm or mm"
+        )
+    return sp_ref, tuple(v * lo_u / hi_u for v in sp_mov)
+
+
 def register_images(low: Image, high: Image, **kwargs: Any) -> RegistrationResult:
-    """:func:`register_pair` on two :class:`~fmc_ij.io.Image` s, their voxel sizes taken from the metadata."""
+    """:func:`register_pair` on two :class:`~fmc_ij.io.Image` s, their voxel sizes taken from the metadata and
+    converted to one unit."""
     for img, role in ((low, "LR"), (high, "HR")):
         if img.meta.axes not in ("YX", "ZYX"):
             raise FmcInputError(
                 f"the {role} image has axes {img.meta.axes}; registration takes single-channel YX or ZYX"
             )
-    sp_ref, sp_mov = high.meta.voxel_size(), low.meta.voxel_size()
-    uncalibrated = ("pixel", "", None)
-    # A file without a calibration (unit "pixel") is taken to share its partner's grid: pixels are not microns.
-    if low.meta.unit in uncalibrated and high.meta.unit not in uncalibrated:
-        sp_mov = sp_ref
-    elif high.meta.unit in uncalibrated and low.meta.unit not in uncalibrated:
-        sp_ref = sp_mov
+    if len(low.meta.axes) != len(high.meta.axes):
+        raise FmcInputError(
+            f"the LR image is {low.meta.axes} {tuple(low.shape)} and the HR image {high.meta.axes} "
+            f"{tuple(high.shape)}; register two YX images or two ZYX volumes"
+        )
+    sp_ref, sp_mov = _pair_spacings(low, high)
     return register_pair(high.data, low.data, spacing_ref=sp_ref, spacing_mov=sp_mov, **kwargs)
 
 
+def registered_meta(low: Image, high: Image) -> ImageMeta:
+    """Metadata of the registered LR image: LR's channel, study and keys on HR's grid (HR's voxel size and unit;
+    LR's calibration when only LR has one)."""
+    grid = low.meta if high.meta.unit == "pixel" and low.meta.unit != "pixel" else high.meta
+    return low.meta.replace(spacing=dict(grid.spacing), axes=high.meta.axes, unit=grid.unit, note="")
+
+
 def write_registered(path: str | os.PathLike, result: RegistrationResult, low: Image, high: Image, box=None) -> Path:
-    """Write the registered LR image (optionally cropped to ``box``) in LR's dtype with HR's grid metadata."""
-    data = result.registered if box is None else result.registered[box]
-    meta = low.meta.replace(spacing=dict(high.meta.spacing), axes=high.meta.axes)
-    imwrite(path, to_dtype(data, imagej_dtype(low.data.dtype)), meta)
+    """Write the registered LR image (optionally cropped to ``box``) in LR's dtype with HR's grid metadata
+    (:func:`registered_meta`); voxels outside the valid region (what LR never saw) are written as 0."""
+    data = np.where(result.valid, result.registered, 0.0)
+    data = data if box is None else data[box]
+    imwrite(path, to_dtype(data, imagej_dtype(low.data.dtype)), registered_meta(low, high))
     return Path(path)
 
 
@@ -253,6 +299,7 @@ def register_dataset(
     min_block: int = 64,
     min_similarity: float = 0.5,
     overwrite: bool = False,
+    refine: bool | None = None,
 ) -> list[DatasetRow]:
     """Register every pair of a dataset and write the registered pairs cropped to their common valid
     region (same file names, metadata kept), the fields (``fields/NAME.npy``), a QC PNG per pair and
@@ -274,7 +321,8 @@ def register_dataset(
         regs = []
         for pair in group:
             lo, hi = imread(pair.low), imread(pair.high)
-            res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity)
+            res = register_images(lo, hi, elastic=elastic, min_block=min_block, min_similarity=min_similarity,
+                                  refine=refine)  # fmt: skip
             regs.append((pair, lo, hi, res, res.crop_box()))
         if len(regs) > 1 and len({tuple(r[2].shape) for r in regs}) == 1:
             common = tuple(slice(max(r[4][a].start for r in regs), min(r[4][a].stop for r in regs))
