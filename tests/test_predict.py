@@ -138,7 +138,7 @@ def test_streamed_prediction_equals_in_memory(tmp_path):
     tile = [32, 80, 80]
     a = predict_file(p, tmp_path / "v.tif", tmp_path / "mem" / "v.tif", tile=tile, stream=False, progress=False)
     b = predict_file(p, tmp_path / "v.tif", tmp_path / "str" / "v.tif", tile=tile, stream=True, progress=False)
-    assert [x.name for x in a] == [x.name for x in b] == ["v.tif", "v_uncertainty.tif"]
+    assert [x.name for x in a] == [x.name for x in b] == ["v.tif", "v_uncertainty.tif", "v_gate.tif"]
     for x, y in zip(a, b):
         ix, iy = imread(x), imread(y)
         np.testing.assert_array_equal(ix.data, iy.data)
@@ -190,13 +190,15 @@ def test_inputs_are_brought_to_the_training_voxel_size_and_back(tmp_path, capsys
     model = load_predictor(tmp_path / "run")
     rng = np.random.default_rng(3)
     fine = ndimage.gaussian_filter(rng.random((12, 80, 80)) * 1000, (1, 4, 4)).astype(np.float32)
-    got = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}, unit="µm", progress=False)
+    got = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}, unit="µm", gate=False,
+                  progress=False)  # fmt: skip
     small = zoom_to(fine, (1, 0.5, 0.5))
     assert small.shape == (12, 40, 40)
     at_model = predict_array(model, small, normalizer=Normalizer.fit(fine), progress=False).image
     np.testing.assert_allclose(np.asarray(got.image), zoom_to(at_model, (), shape=fine.shape), atol=1e-5)
     assert got.normalizer == Normalizer.fit(fine)  # the output maps back to the input's own intensities
-    same = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, unit="µm", progress=False)
+    same = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, unit="µm", gate=False,
+                   progress=False)  # fmt: skip
     np.testing.assert_allclose(np.asarray(same.image), predict_array(model, fine, progress=False).image, atol=1e-6)
     assert plan(model.contract, "ZYX", {"Z": 1000.0, "Y": 200.0, "X": 200.0}, "nm").zoom == pytest.approx((1, 0.5, 0.5))
     assert not plan(model.contract, "ZYX", {"Z": 1.0, "Y": 0.2, "X": 0.2}, "pixel").needed  # uncalibrated: as is

@@ -64,11 +64,23 @@ class _NoteFormatter(logging.Formatter):
         return f"{'note' if record.levelno < logging.WARNING else 'warning'}: {record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests and notebooks swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
+
+
 def _notes() -> None:
     """What fmc-ij decides on the user's behalf (a resampling, a gate) is said on stderr, one line each."""
     log = logging.getLogger("fmc_ij")
     if not any(getattr(h, "fmc_notes", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(_NoteFormatter())
         handler.fmc_notes = True  # type: ignore[attr-defined]
         log.addHandler(handler)

@@ -138,6 +138,11 @@ def predict(
         False, "--no-resample", help="Keep the input's voxel size (default: resampled to the model's training grid)."
     ),
     strict: bool = typer.Option(False, help="Refuse inputs far from the model's training voxel size."),
+    axes: str | None = typer.Option(None, help="How files store their axes when they do not say, e.g. ZCYX."),
+    channels: str | None = typer.Option(
+        None,
+        help="Channel names of multi-channel images, in order (picks each channel's model), e.g. nucleus,membrane.",
+    ),
     gate: str = typer.Option(
         "on", help="on: keep the input where the model is out of its depth (writes *_gate.tif); off: raw output."
     ),
@@ -164,7 +169,8 @@ def predict(
     kw: dict[str, Any] = {"tile": _parse_ints(tile, "--tile") if tile else None, "batch": batch,
                           "halo": _parse_ints(halo, "--halo") if halo else None}  # fmt: skip
     opts: dict[str, Any] = {"output": output, "fallback": fallback, "uncertainty": not no_uncertainty,
-                            "resample": not no_resample, "strict": strict, "gate": gate == "on"}  # fmt: skip
+                            "resample": not no_resample, "strict": strict, "gate": gate == "on", "axes": axes,
+                            "channels": [c.strip() for c in channels.split(",")] if channels else None}  # fmt: skip
     if workers or scheduler:
         from fmc_ij.predict.distributed import dask_client, predict_file_dask, predict_files_dask
 

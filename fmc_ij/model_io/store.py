@@ -18,7 +18,7 @@ import torch
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import atomic_path
 from fmc_ij.model_io.bundle import is_bundle, read_bundle
-from fmc_ij.model_io.contract import CONTRACT_FORMAT, ModelContract, contract_from_config
+from fmc_ij.model_io.contract import CONTRACT_FORMAT, ModelContract, TrainingData, contract_from_config
 from fmc_ij.model_io.stored import MODEL_FILE, ChannelModels, StoredModel, safe_load
 
 
@@ -46,8 +46,10 @@ def contract_of(saved: dict[str, Any], source: str) -> ModelContract:
         return ModelContract.parse(saved["contract"], source)
     if not isinstance(saved.get("config"), dict):
         raise FmcInputError(f"{source}: not an fmc-ij model file (no contract or config inside)")
+    data = TrainingData(**saved["data"]) if isinstance(saved.get("data"), dict) else None
     try:
-        return contract_from_config(saved["config"], step=saved.get("step"), metrics=saved.get("metrics") or {})
+        return contract_from_config(saved["config"], data=data, step=saved.get("step"),
+                                    metrics=saved.get("metrics") or {})  # fmt: skip
     except FmcInputError as err:
         raise FmcInputError(f"{source}: {err}") from None
 

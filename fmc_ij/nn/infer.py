@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +61,36 @@ def bottleneck(model: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
-def feature_summary(activations: torch.Tensor) -> torch.Tensor:
-    """(N, 2C): the mean and standard deviation of every channel of (N, C, *spatial) activations."""
-    flat = activations.float().flatten(2)
-    return torch.cat([flat.mean(2), flat.std(2)], 1)
+def channel_moments(activations: torch.Tensor) -> torch.Tensor:
+    """(2C + 1,): per channel the sum and the sum of squares of (C, *spatial) activations, then their count.
+    Moments add up over tiles, so an image's summary does not depend on how it was tiled."""
+    flat = activations.double().flatten(1)
+    return torch.cat([flat.sum(1), flat.pow(2).sum(1), flat.new_tensor([flat.shape[1]])])
+
+
+def moments_summary(moments: Any) -> Any:
+    """(2C,): per channel the mean and standard deviation from summed :func:`channel_moments`."""
+    import numpy as np
+
+    m = np.asarray(moments, np.float64)
+    c = (m.size - 1) // 2
+    n = max(m[-1], 1.0)
+    mean = m[:c] / n
+    return np.concatenate([mean, np.sqrt(np.maximum(m[c : 2 * c] / n - mean**2, 0.0))])
+
+
+def ood_score(summary: Any, mean: Any, std: Any) -> float | None:
+    """How far an image's activation summary (:func:`moments_summary`) lies from the in-domain ones (their
+    ``mean`` and ``std`` per entry): the mean absolute z-score (None when either is unknown)."""
+    import numpy as np
+
+    if summary is None or mean is None or len(mean) == 0:
+        return None
+    mu, sd = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    f = np.asarray(summary, np.float64).ravel()
+    if f.size != mu.size:
+        return None
+    return float(np.mean(np.abs(f - mu) / sd))
 
 
 def receptive_radius(model: torch.nn.Module, ndim: int) -> list[int]:

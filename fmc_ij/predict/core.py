@@ -18,6 +18,7 @@ import torch
 from scipy import ndimage
 
 from fmc_ij.errors import FmcInputError
+from fmc_ij.nn.infer import channel_moments
 from fmc_ij.norm import ChannelNormalizer, Normalizer
 from fmc_ij.predict.model import Predictor
 from fmc_ij.predict.tiles import Tile, auto_tile, pad_tile, tile_grid
@@ -30,7 +31,8 @@ BORDER = 8
 @dataclass
 class Prediction:
     """The restored image and, when the model provides one, its uncertainty (a standard deviation); ``features``:
-    one summary of the network's deepest activations per tile (the gate's out-of-distribution score)."""
+    the channel moments of the network's deepest activations over the image (the gate's out-of-distribution
+    score; :func:`fmc_ij.nn.infer.channel_moments`)."""
 
     image: Any
     uncertainty: Any | None
@@ -97,7 +99,7 @@ def run_tiles(
         block = norm(np.asarray(image[read]))
         blocks.append(pad_tile(block if lead else block[None], [(0, 0), *t.pad]))
     mean, unc = predictor(torch.from_numpy(np.stack(blocks)))
-    feats = predictor.last_features.numpy() if predictor.last_features is not None else None
+    acts = predictor.last_activations
     mean_np, unc_np = mean.cpu().numpy(), unc.cpu().numpy() if unc is not None else None
     if not lead:
         mean_np, unc_np = mean_np[:, 0], unc_np[:, 0] if unc_np is not None else None
@@ -105,9 +107,22 @@ def run_tiles(
     for k, (z, t) in enumerate(chunk):
         inner = lead + tuple(slice(o, o + (c.stop - c.start)) for o, c in zip(t.offset, t.core))
         dst = lead + (t.core if z is None else (z, *t.core))
-        res.append((dst, mean_np[k][inner], unc_np[k][inner] if unc_np is not None else None,
-                    feats[k] if feats is not None else None))  # fmt: skip
+        moments = _core_moments(acts[k], t, blocks[k].shape[1:]) if acts is not None else None
+        res.append((dst, mean_np[k][inner], unc_np[k][inner] if unc_np is not None else None, moments))
     return res
+
+
+def _core_moments(act: torch.Tensor, t: Tile, tile_shape: tuple[int, ...]) -> np.ndarray:
+    """Channel moments of the deepest activations over the part of the tile it writes (its core), so that an
+    image's moments add up to the same whatever the tiling (:func:`fmc_ij.nn.infer.channel_moments`)."""
+    space = act.shape[1:]
+    tile_space = tile_shape[-len(space) :]
+    offsets, cores = t.offset[-len(space) :], t.core[-len(space) :]
+    sl = [slice(None)]
+    for n_act, n_tile, off, core in zip(space, tile_space, offsets, cores):
+        f = max(1, round(n_tile / n_act))  # the pooling between the input and the deepest block
+        sl.append(slice(off // f, -(-(off + core.stop - core.start) // f)))
+    return channel_moments(act[tuple(sl)]).cpu().numpy()
 
 
 def predict_array(
@@ -161,15 +176,15 @@ def predict_array(
     if uncertainty_out is None and predictor.has_uncertainty:
         uncertainty_out = np.zeros(shape, np.float32)
     it = track(chunks, "predict", total=len(chunks)) if progress and len(chunks) > 1 else chunks
-    feats = []
+    moments = None
     for chunk in it:
-        for dst, mean, unc, feat in run_tiles(predictor, image, norm, chunk):
+        for dst, mean, unc, m in run_tiles(predictor, image, norm, chunk):
             out[dst] = mean
             if unc is not None and uncertainty_out is not None:
                 uncertainty_out[dst] = unc
-            if feat is not None:
-                feats.append(feat)
-    return Prediction(out, uncertainty_out, norm, np.stack(feats) if feats else None)
+            if m is not None:
+                moments = m if moments is None else moments + m
+    return Prediction(out, uncertainty_out, norm, moments)
 
 
 def difference_weight(inp: np.ndarray, pred: np.ndarray, *, size: int = 9, sigma: float = 3.0) -> np.ndarray:

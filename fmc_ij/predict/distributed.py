@@ -129,16 +129,15 @@ class DaskTiles:
         futures = [self.client.submit(_tile_task, self.model, self.device, self.tta, ref, norm, c, pure=False)
                    for c in chunks]  # fmt: skip
         done = track(futures, "predict (dask tiles)", total=len(futures)) if progress else futures
-        feats: dict[int, list[np.ndarray]] = {}
-        for k, f in enumerate(done):
-            for dst, m, u, feat in f.result():
+        moments = None
+        for f in done:
+            for dst, m, u, mom in f.result():
                 mean[dst] = m
                 if unc is not None and u is not None:
                     unc[dst] = u
-                if feat is not None:
-                    feats.setdefault(k, []).append(feat)
-        ordered = [v for k in sorted(feats) for v in feats[k]]  # the tiles' order, as in one process
-        return Prediction(mean, unc, norm, np.stack(ordered) if ordered else None)
+                if mom is not None:
+                    moments = mom if moments is None else moments + mom
+        return Prediction(mean, unc, norm, moments)
 
 
 def predict_file_dask(

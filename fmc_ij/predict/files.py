@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -11,7 +12,18 @@ from typing import Any, Literal
 import numpy as np
 
 from fmc_ij.errors import FmcInputError
-from fmc_ij.io import Image, check_image, imagej_dtype, imwrite, open_lazy, to_dtype
+from fmc_ij.io import (
+    Image,
+    check_image,
+    imagej_dtype,
+    imwrite,
+    is_container,
+    is_image_path,
+    open_lazy,
+    output_name,
+    split_container_path,
+    to_dtype,
+)
 from fmc_ij.io.dataset import FMC_PATTERN
 from fmc_ij.predict.core import Prediction, fallback_blend
 from fmc_ij.predict.foreign import BundlePredictor
@@ -70,6 +82,8 @@ def predict_file(
     resample: bool = True,
     strict: bool = False,
     gate: bool = True,
+    axes: str | None = None,
+    channels: Sequence[str] | None = None,
 ) -> list[Path]:
     """Predict one image file; write ``dst`` (and ``<dst stem>_uncertainty.tif``) with the input's metadata.
 
@@ -81,10 +95,18 @@ def predict_file(
     process; :class:`fmc_ij.predict.distributed.DaskTiles` for a cluster). ``resample``: bring the image to the
     model's training voxel size and back (``strict``: a far-off scale is an error; :mod:`fmc_ij.predict.resample`).
     ``gate`` (default on, off with a ``fallback``): keep the input where the model is out of its depth or contradicts
-    the input (:mod:`fmc_ij.predict.gate`); the map is written as ``<dst stem>_gate.tif``.
+    the input (:mod:`fmc_ij.predict.gate`); the map is written as ``<dst stem>_gate.tif``. ``axes``: how the file
+    stores its axes when it does not say (e.g. ``ZCYX``); a multi-channel image given to one-channel models is
+    restored channel by channel, each with its channel's model (names from the file or ``channels``), and written
+    back as one image.
     """
     src, dst = Path(src), Path(dst)
-    img = open_lazy(src)
+    img = open_lazy(src, axes=axes)
+    kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine,
+                          "unit": img.meta.unit, "resample": resample, "strict": strict,
+                          "gate": gate and fallback is None}  # fmt: skip
+    if "C" in img.axes and not (isinstance(predictor, Predictor) and predictor.channels > 1):
+        return _channel_by_channel(predictor, img, src.name, dst, channels, output, uncertainty, kw)
     if isinstance(predictor, BundlePredictor):  # another tool's model: its own scaling, float32 out
         check_image(img.data, src.name, what="prediction", axes=img.axes)
         res = predictor.predict(np.asarray(img.data), img.axes)
@@ -94,9 +116,6 @@ def predict_file(
         m = FMC_PATTERN.match(src.name)
         predictor = predictor.select(img.meta.channel or (m["channel"] if m else None), src.name)
     img = _model_layout(predictor, img, src.name)
-    kw: dict[str, Any] = {"tile": tile, "halo": halo, "batch": batch, "progress": progress, "engine": engine,
-                          "unit": img.meta.unit, "resample": resample, "strict": strict,
-                          "gate": gate and fallback is None}  # fmt: skip
     streamed = predictor.task == "restore" and (int(np.prod(img.shape)) > STREAM_VOXELS if stream is None else stream)
     if not streamed:
         res = restore(predictor, img.data, axes=img.axes, spacing=img.spacing, **kw)
@@ -121,6 +140,52 @@ def predict_file(
         reader = _Fresh(src, img.data) if fresh else img.data
         res = restore(predictor, reader, axes=img.axes, spacing=img.spacing, out=mean, uncertainty_out=unc, **kw)
         return write_prediction(img, dst, res, output=output, uncertainty=uncertainty)
+
+
+def _channel_by_channel(
+    predictor: Predictor | ChannelPredictors | BundlePredictor, img: Image, name: str, dst: Path,
+    names: Sequence[str] | None, output: Output, uncertainty: bool, kw: dict[str, Any],
+) -> list[Path]:  # fmt: skip
+    """A multi-channel image through one-channel models, channel by channel (each with its own scaling and, for a
+    per-channel model, its channel's network), written back as one image in the file's axis order."""
+    parts = img.channels()
+    if names is not None and len(names) != len(parts):
+        raise FmcInputError(f"{name}: --channels names {len(names)} channels, the image has {len(parts)}")
+    c = img.axes.index("C")
+    means, sds, gates = [], [], []
+    for k, part in enumerate(parts):
+        label = f"{name} channel {k}"
+        model = predictor
+        if isinstance(predictor, ChannelPredictors):
+            model = predictor.select(names[k] if names else part.meta.channel, label)
+        check_image(part.data, label, what="prediction", axes=part.axes)
+        data = np.asarray(part.data)
+        if isinstance(model, BundlePredictor):
+            means.append(model.predict(data, part.axes))
+            continue
+        assert isinstance(model, Predictor)
+        res = restore(model, data, axes=part.axes, spacing=part.spacing, **kw)
+        if not res.same_grid:
+            raise FmcInputError(f"{name}: a {model.task} model changes the grid; give it one channel at a time")
+        out_dtype = imagej_dtype(img.dtype) if output == "input" else np.float32
+        means.append(_convert(np.asarray(res.image), res.normalizer, output, out_dtype))
+        if uncertainty and res.uncertainty is not None:
+            sds.append(np.asarray(res.uncertainty) if output == "normalized" else res.normalizer.scale(res.uncertainty))
+        if res.gate is not None:
+            gates.append(np.asarray(res.gate.weight))
+    written = [imwrite(dst, np.stack(means, axis=c), img.meta)]
+    stem = dst.name.split(".")[0]
+    for suffix, maps in (("_uncertainty", sds), ("_gate", gates)):
+        if maps and len(maps) == len(parts):
+            written.append(imwrite(dst.with_name(stem + suffix + ".tif"), np.stack(maps, axis=c), img.meta))
+    return written
+
+
+def _convert(a: np.ndarray, norm: Any, output: Output, out_dtype: Any) -> np.ndarray:
+    """A prediction in target-normalised units as written: the input's scale and dtype, float32, or as is."""
+    if output == "normalized":
+        return np.asarray(a, np.float32)
+    return to_dtype(norm.invert(a), out_dtype) if output == "input" else norm.invert(a)
 
 
 def _model_layout(predictor: Predictor, img: Image, name: str) -> Image:
@@ -176,9 +241,7 @@ def write_prediction(
         mean = fallback_blend(norm(np.asarray(img.data)), np.asarray(mean), unc, mode=fallback)
 
     def convert(a: np.ndarray) -> np.ndarray:
-        if output == "normalized":
-            return np.asarray(a, np.float32)
-        return to_dtype(norm.invert(a), out_dtype) if output == "input" else norm.invert(a)
+        return _convert(a, norm, output, out_dtype)
 
     def lazy(a: Any, fn: Callable[[np.ndarray], np.ndarray], dtype: Any) -> Any:
         # In-memory results convert at once; on-disk ones (streaming) convert plane by plane while written.
@@ -200,18 +263,28 @@ def _as_float(a: np.ndarray) -> np.ndarray:
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike], pattern: str = "*") -> list[tuple[Path, Path]]:
-    """(file, path relative to its root) for every TIFF given directly or found (matching ``pattern``) in a
-    given folder."""
+    """(image, output path relative to its root) for every image given directly (a TIFF, an HDF5 / N5 / Zarr
+    container or ``file.h5:/dataset``) or found (matching ``pattern``) in a given folder; a container's result is
+    a TIFF (``vol.h5:/raw`` -> ``vol_raw.tif``)."""
     found = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob(pattern) if f.suffix.lower() in _SUFFIXES and f.is_file())
+        if is_container(item) and not p.is_dir() or p.is_file():
+            split = split_container_path(item)
+            if split is not None and not split[0].exists():
+                raise FmcInputError(f"{split[0]}: no such file")
+            if not is_image_path(item):
+                raise FmcInputError(f"{p}: not an image fmc-ij reads (TIFF, HDF5, N5 or Zarr)")
+            found.append((p, Path(output_name(item))))
+        elif p.is_dir() and is_image_path(p):  # a Zarr / N5 folder given itself
+            found.append((p, Path(output_name(p))))
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob(pattern) if is_image_path(f) and (f.is_file() or f.is_dir())
+                           and not any(is_image_path(a) and a != f for a in f.relative_to(p).parents
+                                       if str(a) != "."))  # fmt: skip
             if not files:
-                raise FmcInputError(f"{p}: no TIFF images matching {pattern} inside")
-            found += [(f, f.relative_to(p)) for f in files]
-        elif p.is_file():
-            found.append((p, Path(p.name)))
+                raise FmcInputError(f"{p}: no images matching {pattern} inside (TIFF, HDF5, N5, Zarr)")
+            found += [(f, f.relative_to(p).with_name(output_name(f))) for f in files]
         else:
             raise FmcInputError(f"{p}: no such file or folder")
     return found
@@ -248,7 +321,7 @@ def _channel_groups(
     names = [c.lower() for c in predictor.channel_names]
     whole, groups = [], {}
     for src, rel in pairs:
-        if open_lazy(src).axes[0] == "C":
+        if "C" in open_lazy(src).axes:  # ImageJ stores ZCYX
             whole.append((src, rel))
             continue
         m = FMC_PATTERN.match(src.name)
@@ -273,12 +346,15 @@ def predict_channels(
     uncertainty: bool = True,
     fallback: Literal["difference", "uncertainty"] | None = None,
     stream: bool | None = None,
+    axes: str | None = None,
+    channels: Sequence[str] | None = None,
+    gate: bool = True,
     **tiling: Any,
 ) -> list[Path]:
     """Predict the one-channel files of a specimen (``{channel: path}``, in the model's channel order) with a
     multi-channel model, together; each channel's result goes to ``dsts[channel]`` with that file's metadata.
     ``tiling``: ``tile``, ``halo``, ``batch``, ``progress`` as in :func:`predict_file`; the stack is held in
-    memory (``stream`` is not used)."""
+    memory (``stream``, ``axes`` and ``channels`` are not used: each file is one channel)."""
     imgs = {c: open_lazy(p) for c, p in srcs.items()}
     shapes = {tuple(i.shape) for i in imgs.values()}
     if len(shapes) > 1:
@@ -287,10 +363,15 @@ def predict_channels(
         check_image(i.data, srcs[c].name, what="prediction", axes=i.axes)
     stack = np.stack([np.asarray(i.data) for i in imgs.values()])
     first = next(iter(imgs.values()))
-    res = restore(predictor, stack, axes="C" + first.axes, spacing=first.spacing, unit=first.meta.unit, **tiling)
+    res = restore(predictor, stack, axes="C" + first.axes, spacing=first.spacing, unit=first.meta.unit,
+                  gate=gate and fallback is None, **tiling)  # fmt: skip
     written: list[Path] = []
     for k, (c, img) in enumerate(imgs.items()):
-        one = Prediction(np.asarray(res.image)[k], None if res.uncertainty is None else
-                         np.asarray(res.uncertainty)[k], res.normalizer.parts[k])  # type: ignore[union-attr]  # fmt: skip
+        verdict = None if res.gate is None else dataclasses.replace(res.gate, weight=np.asarray(res.gate.weight)[k])
+        one = dataclasses.replace(
+            res, image=np.asarray(res.image)[k], axes=first.axes, gate=verdict,
+            uncertainty=None if res.uncertainty is None else np.asarray(res.uncertainty)[k],
+            normalizer=res.normalizer.parts[k],  # type: ignore[union-attr]
+        )  # fmt: skip
         written += write_prediction(img, dsts[c], one, output=output, uncertainty=uncertainty, fallback=fallback)
     return written

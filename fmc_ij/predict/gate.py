@@ -5,8 +5,9 @@ Two signals, combined into one gate map ``w`` in [0, 1]; the output is ``input +
 (normalised units), written next to the prediction as ``*_gate.tif``:
 
 1. **Competence** (one number per image): how far the network's deepest activations on this image lie from
-   those it had on its own training data (per channel mean and spread, z-scored with the training statistics
-   stored in the model's contract, median over tiles). A model is trusted fully up to the scores its training
+   those it had on its training and validation volumes (per channel mean and spread over the whole image, summed
+   from the tiles' cores so any tiling gives the same; z-scored with the in-domain statistics stored in the
+   model's contract). A model is trusted fully up to the scores its training
    and validation volumes reached, and not at all from :data:`OOD_ZERO` times that on. Out of its competence a
    network's guess for what the input cannot show (the blur's null space) is unchecked, so the input is kept.
 2. **Consistency** (a map): the prediction, degraded by a forward model fitted to the input (a Gaussian blur and a
@@ -27,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from fmc_ij.model_io import GateCalibration
+from fmc_ij.nn.infer import moments_summary, ood_score
 
 #: Trust ramps from full at this multiple of the highest in-domain score ...
 OOD_FULL = 1.1
@@ -57,15 +59,12 @@ class GateResult:
         return f"gate: {100 * self.trusted:.0f}% of the volume from the network, the rest from the input{why}"
 
 
-def ood_score(features: np.ndarray, cal: GateCalibration) -> float | None:
-    """Median over tiles of the mean absolute z-score of the deepest activations' summaries."""
-    if not cal.feature_mean or features is None or len(features) == 0:
+def image_ood(moments: np.ndarray | None, cal: GateCalibration | None) -> float | None:
+    """The image's out-of-distribution score: its deepest activations' summary (from their summed channel moments)
+    against the in-domain summaries in ``cal``."""
+    if cal is None or moments is None:
         return None
-    mu, sd = np.asarray(cal.feature_mean), np.asarray(cal.feature_std) + 1e-6
-    f = np.asarray(features, np.float64)
-    if f.shape[-1] != mu.size:
-        return None
-    return float(np.median(np.abs((f - mu) / sd).mean(axis=1)))
+    return ood_score(moments_summary(moments), cal.feature_mean, cal.feature_std)
 
 
 def competence(score: float | None, cal: GateCalibration | None) -> float:
@@ -73,6 +72,8 @@ def competence(score: float | None, cal: GateCalibration | None) -> float:
     if score is None or cal is None or not cal.in_domain:
         return 1.0
     ref = max(cal.in_domain)
+    if ref <= 0:
+        return 1.0
     lo, hi = OOD_FULL * ref, OOD_ZERO * ref
     return float(np.clip((hi - score) / (hi - lo), 0.0, 1.0))
 
@@ -147,7 +148,7 @@ def gate(
     """The gate map for prediction ``y`` of the normalised input ``xn`` (same grid; ``channels``: channel first,
     each channel on its own). Arrays may be lazy (memmap, zarr): volumes are processed in slabs of :data:`SLAB`
     planes with a halo, the same way whatever holds them; ``out`` receives the map (default a new array)."""
-    score = ood_score(features, cal) if cal is not None and features is not None else None
+    score = image_ood(features, cal)
     comp = competence(score, cal)
     shape = tuple(xn.shape)
     w = out if out is not None else np.zeros(shape, np.float32)

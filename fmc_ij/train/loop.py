@@ -34,7 +34,7 @@ from fmc_ij.data.pairs import AnyPair, PatchBatches, StackedPair, load_pairs, sp
 from fmc_ij.data.semisynthetic import isotropic_dataset
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
-from fmc_ij.model_io import TrainingData
+from fmc_ij.model_io import TrainingData, read_one, write_model
 from fmc_ij.nn.factory import build_discriminator, build_model
 from fmc_ij.nn.infer import (
     autocast,
@@ -47,6 +47,7 @@ from fmc_ij.nn.infer import (
 from fmc_ij.nn.losses import LOSSES, laplace_nll, n_ssim_loss, wang_discriminator_loss
 from fmc_ij.nn.losses import ssim as ssim_t
 from fmc_ij.progress import Bar
+from fmc_ij.train.calibrate import calibrate
 from fmc_ij.train.checkpoint import (
     BEST,
     LAST,
@@ -517,9 +518,28 @@ def _train_one(
                 break
     if dd.main and not (out / MODEL).exists():
         save_model(out / MODEL, model, cfg.model_dump(mode="json"), data=seen, step=step, metrics={})
+    if dd.main:
+        _calibrate_saved(out / MODEL, train_pairs, val_pairs, cfg, device)
     if dd.world > 1:
         dist.barrier()
     return TrainResult(out, step, best_step, best, stopped, history)
+
+
+def _calibrate_saved(path: Path, train_pairs: list[AnyPair], val_pairs: list[AnyPair], cfg: TrainConfig,
+                     device: torch.device) -> None:  # fmt: skip
+    """Measure the saved model's calibration (:mod:`fmc_ij.train.calibrate`) and store it in its contract."""
+    saved = read_one(path)
+    net = saved.networks(device)[0]
+    m = saved.contract.network
+    cal = calibrate(net, train_pairs, val_pairs, crop=cfg.data.val_crop, ndim=m.ndim, probabilistic=m.probabilistic,
+                    output_floor=m.output_floor, device=device)  # fmt: skip
+    contract = saved.contract.model_copy(update={"calibration": cal})
+    write_model(path, net, contract, training=saved.training, **saved.extra)
+    best = path.parent / "checkpoints" / BEST  # the same weights as the model: the same contract
+    if best.is_file():
+        state = load_checkpoint(best)
+        state["contract"] = contract.dump()
+        save_checkpoint(best, state)
 
 
 def _gan_losses(cfg, g, disc, ddp_disc, d_opt, x, y, step) -> tuple[torch.Tensor, torch.Tensor | None]:

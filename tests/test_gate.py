@@ -1,0 +1,118 @@
+"""The safety gate (issue 23): it keeps the input where the network removed or invented structure or is out of
+its depth, it is the same on tiles, streams and Dask as on whole images, and its map is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fmc_ij.io import ImageMeta, imread, imwrite
+from fmc_ij.model_io import GateCalibration
+from fmc_ij.nn.factory import ModelConfig, build_model
+from fmc_ij.predict import gate as G
+from fmc_ij.predict import load_predictor, predict_file
+from fmc_ij.train.checkpoint import save_model
+
+
+def _blobs(shape=(24, 96, 96), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros(shape, np.float32)
+    idx = tuple(rng.integers(0, n, 120) for n in shape)
+    img[idx] = 1.0
+    return ndimage.gaussian_filter(img, (1.0, 2.0, 2.0)) * 40
+
+
+def test_the_gate_keeps_the_input_where_structure_was_removed_or_invented():
+    truth = _blobs()
+    rng = np.random.default_rng(1)
+    x = ndimage.gaussian_filter(truth, (1.0, 1.5, 1.5)) + rng.normal(0, 0.01, truth.shape).astype(np.float32)
+    y = truth.copy()
+    y[:, 10:40, 10:40] = 0.0  # removed: the input shows structure there
+    y[:, 60:80, 60:80] += _blobs(seed=5)[:, 60:80, 60:80] * 3  # invented: the input does not support it
+    verdict = G.gate(x, y)
+    w = np.asarray(verdict.weight)
+    kept = w[:, 15:35, 15:35].mean(), w[:, 64:76, 64:76].mean()
+    trusted = w[:, 45:55, 45:55].mean(), w[:, 10:40, 60:90].mean()
+    assert max(kept) < 0.35 and min(trusted) > 0.6, (kept, trusted)
+    out = G.blend(x, y, w)
+    assert np.abs(out - x)[:, 15:35, 15:35].mean() < 0.35 * np.abs(y - x)[:, 15:35, 15:35].mean()
+
+
+def test_out_of_domain_images_keep_the_input():
+    cal = GateCalibration(feature_mean=[1.0, 1.0], feature_std=[1.0, 1.0], in_domain=[1.0, 1.2])
+    near = np.array([0.0, 4e6, 1e6])  # one channel's moments (sum, sum of squares, count): mean 0, sd 2: z 1, 1
+    far = np.array([4e6, 2e7, 1e6])  # mean 4, sd 2: z 3, 1
+    assert G.competence(G.image_ood(near, cal), cal) == 1.0
+    assert G.competence(G.image_ood(far, cal), cal) == 0.0
+    x, y = _blobs(seed=2), _blobs(seed=3)
+    verdict = G.gate(x, y, far, cal)
+    assert verdict.competence == 0.0 and float(np.asarray(verdict.weight).max()) == 0.0
+    np.testing.assert_array_equal(G.blend(x, y, verdict.weight), x)  # exactly the input: N_SSIM exactly 0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny 3D model with a gate calibration whose in-domain scores put the test image half-way out."""
+    import torch
+
+    tmp = tmp_path_factory.mktemp("gate")
+    torch.manual_seed(0)
+    mc = ModelConfig(ndim=3, depth=2, base=4).resolve_pool((1.0, 0.4, 0.4))
+    net = build_model(mc).eval()
+    cfg = {"model": mc.model_dump(mode="json"), "data": {"pmin": 2.0, "pmax": 99.8}}
+    save_model(tmp / "run" / "model.pt", net, cfg, step=1)
+    vol = (_blobs((20, 72, 64), seed=9) * 30 + 100 + np.random.default_rng(4).normal(0, 3, (20, 72, 64))).astype(
+        np.float32
+    )
+    imwrite(tmp / "in" / "vol.tif", vol, ImageMeta(axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}))
+    p = load_predictor(tmp / "run")
+    out = predict_file(p, tmp / "in" / "vol.tif", tmp / "probe" / "vol.tif", output="normalized", gate=False,
+                       progress=False)  # fmt: skip
+    from fmc_ij.model_io import read_model, write_model
+
+    m = read_model(tmp / "run")
+    from fmc_ij.nn.infer import moments_summary
+
+    other = (_blobs((20, 72, 64), seed=10) * 20 + 100).astype(np.float32)  # an "in-domain" reference volume
+    mean = moments_summary(_features(p, other))
+    std = 0.1 * np.abs(mean) + 1e-3
+    stats = GateCalibration(feature_mean=mean.tolist(), feature_std=std.tolist())
+    score = G.image_ood(_features(p, imread(tmp / "in" / "vol.tif").data), stats)
+    cal = GateCalibration(feature_mean=mean.tolist(), feature_std=std.tolist(), in_domain=[score / 1.2])
+    contract = m.contract.model_copy(update={"calibration": m.contract.calibration.model_copy(update={"gate": cal})})
+    write_model(tmp / "run" / "model.pt", m.networks()[0], contract, training=m.training)
+    del out
+    return tmp
+
+
+def _features(p, vol: np.ndarray, tile=None) -> np.ndarray:
+    """The channel moments of the network's deepest activations over ``vol``."""
+    from fmc_ij.predict import predict_array
+
+    return predict_array(p, vol, tile=tile, progress=False).features
+
+
+def test_the_gate_is_the_same_on_tiles_streams_and_dask(run, tmp_path):
+    p = load_predictor(run / "run")
+    src = run / "in" / "vol.tif"
+    kw = {"output": "normalized", "progress": False}
+    whole = predict_file(p, src, tmp_path / "whole" / "vol.tif", **kw)
+    assert [f.name for f in whole] == ["vol.tif", "vol_gate.tif"]
+    w = imread(whole[1]).data
+    assert 0.0 < w.max() < 1.0  # half-way out of domain: partly trusted
+    variants = {
+        "tiles": predict_file(p, src, tmp_path / "tiles" / "vol.tif", tile=[36, 80, 80], **kw),
+        "stream": predict_file(p, src, tmp_path / "stream" / "vol.tif", stream=True, **kw),
+    }
+    pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'fmc-ij[dask]')")
+    from fmc_ij.predict.distributed import dask_client, predict_file_dask
+
+    with dask_client(workers=1) as client:
+        variants["dask"] = predict_file_dask(client, run / "run", src, tmp_path / "dask" / "vol.tif", tile=[36, 80, 80],
+                                             **kw)  # fmt: skip
+    for name, files in variants.items():
+        np.testing.assert_allclose(imread(files[1]).data, w, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(imread(files[0]).data, imread(whole[0]).data, atol=1e-4, err_msg=name)
+    off = predict_file(p, src, tmp_path / "off" / "vol.tif", gate=False, **kw)
+    assert len(off) == 1 and not np.allclose(imread(off[0]).data, imread(whole[0]).data)
