@@ -48,7 +48,7 @@ models: $(STAMP)
 	$(BIN)/python models/make_models.py --minutes $(MODEL_MINUTES)
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=20
 
 # Benchmarks against the peers (benchmarks/RESULTS.md, about 25 min on 2 cores). Each peer gets its own venv
 # under $(PEERS_DIR) (CAREamics with a torchvision stand-in, CSBDeep on tensorflow-cpu, NanoPyx, scikit-image);

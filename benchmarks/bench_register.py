@@ -131,26 +131,13 @@ def elastic_rows(seed: int) -> list[Row]:
             Row(cap, "RMS field error", "px", ours_e, "nanopyx", best[1], note=note)]  # fmt: skip
 
 
-def fluorescence(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Nuclei (Gaussian blobs of varied brightness), a membrane network (Voronoi edges) and a background."""
-    n = int(np.prod(shape) / 900)
-    seeds = np.zeros(shape, np.float32)
-    pts = (rng.random((n, 2)) * shape).astype(int)
-    seeds[pts[:, 0], pts[:, 1]] = rng.uniform(0.5, 1.5, n)
-    nuclei = ndimage.gaussian_filter(seeds, 3.0) * 60
-    nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)[1]
-    cell = nearest[0] * shape[1] + nearest[1]
-    edge = (np.diff(cell, axis=0, prepend=cell[:1]) != 0) | (np.diff(cell, axis=1, prepend=cell[:, :1]) != 0)
-    return 0.2 + nuclei + ndimage.gaussian_filter(edge.astype(np.float32), 1.2) * 2
-
-
 def small_warp_case(size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference, moving image (Poisson, ~200 photons, offset 100) and the registration field that undoes a
     smooth warp of at most 3 px."""
-    from fmc_ij.synthetic.warp import apply_displacement, random_displacement
+    from fmc_ij.synthetic.warp import apply_displacement, fluorescence_2d, random_displacement
 
     rng = np.random.default_rng(seed)
-    img = fluorescence((size, size), rng)
+    img = fluorescence_2d((size, size), rng)
     _, d = random_displacement(img.shape, rng, shift_px=0.0, elastic_px=3.0, smoothness_px=size / 3)
     mov = apply_displacement(img, -d)
     scale = 200.0 / img.mean()

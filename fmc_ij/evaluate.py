@@ -85,11 +85,11 @@ def match_files(pred_dir: Path, gt_dir: Path, input_dir: Path) -> list[tuple[str
     for d, what in ((pred_dir, "--pred"), (gt_dir, "--gt"), (input_dir, "--input")):
         if not d.is_dir():
             raise FmcInputError(f"{what} {d}: no such folder")
-    # ``*_fused`` files are targets and ``*_uncertainty`` files predict's error bars, not predictions.
+    # ``*_fused`` files are targets, ``*_uncertainty`` and ``*_gate`` files predict's error bars and trust maps.
     preds = sorted(
         p
         for p in pred_dir.iterdir()
-        if TIF.search(p.name) and not p.name.startswith(".") and not re.search(r"_(fused|uncertainty)\.", p.name)
+        if TIF.search(p.name) and not p.name.startswith(".") and not re.search(r"_(fused|uncertainty|gate)\.", p.name)
     )
     if not preds:
         raise FmcInputError(f"--pred {pred_dir}: no image files; write predictions there with the inputs' names")

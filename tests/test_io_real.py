@@ -240,3 +240,54 @@ def test_evaluate_real_cyx_8bit_and_mismatched_channels(capfd, tmp_path):
     assert sorted(json.loads((tmp_path / "a" / "out" / "summary.json").read_text())) == ["membranes", "nuclei"]
     code, out, err = _evaluate(capfd, tmp_path / "b", w(1, channels=1), MEMBRANES_NUCLEI, w(6), "mn.tif")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "single-channel" in err
+
+
+@needs_real
+def test_predict_on_hdf5_and_two_channel_zcyx_stack(capfd, tmp_path):
+    """``fmc-ij predict`` takes what users have: a PlantSeg HDF5 volume (written as ``<name>.tif``) and a 2-channel
+    ZCYX stack without axes metadata (restored channel by channel, written back as one ZCYX image, with a ZCYX gate
+    map); each result equals the prediction of the same voxels given as a plain one-channel TIFF."""
+    h5py = pytest.importorskip("h5py")
+    from fmc_ij.nn.factory import ModelConfig, build_model
+    from fmc_ij.predict import load_predictor, predict_file
+    from fmc_ij.train.checkpoint import save_model
+
+    mc = ModelConfig(ndim=3, depth=2, base=4).resolve_pool((1.0, 0.4, 0.4))
+    save_model(tmp_path / "run" / "model.pt", build_model(mc).eval(),
+               {"model": mc.model_dump(mode="json"), "data": {"pmin": 2.0, "pmax": 99.8}}, step=1)  # fmt: skip
+    raw = io.imread(OVULE).data[8:24, 16:80, 16:80]
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f["raw"] = raw
+    second = (raw.astype(np.float32) * 0.5 + 40).astype(raw.dtype)
+    tifffile.imwrite(tmp_path / "cells.tif", np.stack([raw, second], 1), photometric="minisblack")
+    opts = ("--scale", "float32", "--gate", "off", "--no-uncertainty")
+    code, _, err = run_cli(capfd, "predict", "--model", tmp_path / "run", "--out", tmp_path / "o", *opts,
+                           tmp_path / "vol.h5", tmp_path / "cells.tif")  # fmt: skip
+    assert code == 0, err
+    p = load_predictor(tmp_path / "run")
+    refs = []
+    for k, plane in enumerate((raw, second)):
+        io.imwrite(tmp_path / "one" / f"c{k}.tif", plane, io.ImageMeta(axes="ZYX"))
+        refs.append(
+            io.imread(
+                predict_file(
+                    p,
+                    tmp_path / "one" / f"c{k}.tif",
+                    tmp_path / "ref" / f"c{k}.tif",
+                    output="float32",
+                    gate=False,
+                    uncertainty=False,
+                    progress=False,
+                )[0]
+            ).data
+        )
+    np.testing.assert_allclose(io.imread(tmp_path / "o" / "vol.tif").data, refs[0], atol=1e-5)
+    both = io.imread(tmp_path / "o" / "cells.tif")
+    assert both.axes == "ZCYX" and both.shape == (16, 2, 64, 64)
+    for k in range(2):
+        np.testing.assert_allclose(both.data[:, k], refs[k], atol=1e-5)
+    code, _, err = run_cli(capfd, "predict", "--model", tmp_path / "run", "--out", tmp_path / "g",
+                           tmp_path / "cells.tif")  # fmt: skip
+    assert code == 0, err
+    gate = io.imread(tmp_path / "g" / "cells_gate.tif")
+    assert gate.axes == "ZCYX" and gate.shape == (16, 2, 64, 64) and 0.0 <= gate.data.min() <= gate.data.max() <= 1

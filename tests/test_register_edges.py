@@ -9,27 +9,14 @@ from scipy import ndimage
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import Image, ImageMeta, imread
 from fmc_ij.register import estimate_shift, register_images, register_pair, write_registered
-from fmc_ij.synthetic.warp import apply_displacement, random_displacement
-
-
-def fluorescence(shape, rng):
-    """Nuclei (Gaussian blobs of varied brightness), a membrane network (Voronoi edges) and a background."""
-    n = int(np.prod(shape) / 900)
-    seeds = np.zeros(shape, np.float32)
-    pts = (rng.random((n, 2)) * shape).astype(int)
-    seeds[pts[:, 0], pts[:, 1]] = rng.uniform(0.5, 1.5, n)
-    nuclei = ndimage.gaussian_filter(seeds, 3.0) * 60
-    nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)[1]
-    cell = nearest[0] * shape[1] + nearest[1]
-    edge = (np.diff(cell, axis=0, prepend=cell[:1]) != 0) | (np.diff(cell, axis=1, prepend=cell[:, :1]) != 0)
-    return 0.2 + nuclei + ndimage.gaussian_filter(edge.astype(np.float32), 1.2) * 2
+from fmc_ij.synthetic.warp import apply_displacement, fluorescence_2d, random_displacement
 
 
 def warped_pair(shape, seed, amplitude=3.0):
     """Reference and moving image (Poisson noise, ~200 photons, camera offset 100) related by a smooth warp of at
     most ``amplitude`` px (correlation length a third of the image); the registration field that undoes it."""
     rng = np.random.default_rng(seed)
-    img = fluorescence(shape, rng)
+    img = fluorescence_2d(shape, rng)
     _, d = random_displacement(shape, rng, shift_px=0.0, elastic_px=amplitude, smoothness_px=shape[0] / 3)
     mov = apply_displacement(img, -d)
     truth = d.copy()
@@ -77,7 +64,7 @@ def test_valid_region_excludes_what_lr_did_not_see():
     """An LR covering rows/columns 0-98 of a 160 px HR field (same voxel size): the registered pair's valid region
     ends there instead of repeating LR's edge (it used to be 0.99 of the field)."""
     rng = np.random.default_rng(3)
-    hr = fluorescence((160, 160), rng).astype(np.float32)
+    hr = fluorescence_2d((160, 160), rng).astype(np.float32)
     lr = hr[:99, :99] + rng.normal(0, 0.05, (99, 99)).astype(np.float32)
     res = register_pair(hr, lr, spacing_ref=(0.2, 0.2), spacing_mov=(0.2, 0.2), elastic=False)
     assert np.abs(res.shift).max() < 0.05
@@ -91,7 +78,7 @@ def test_lr_in_nm_against_hr_in_um(tmp_path):
     """An LR calibrated in nm (2x coarser) against an HR in µm registers, and the registered LR is written on HR's
     grid in HR's unit."""
     rng = np.random.default_rng(5)
-    hr = fluorescence((192, 192), rng).astype(np.float32)
+    hr = fluorescence_2d((192, 192), rng).astype(np.float32)
     lr = ndimage.shift(hr, (1.3, -2.1), order=3, mode="nearest")[::2, ::2] + rng.normal(0, 0.05, (96, 96))
     high = Image(hr, ImageMeta(axes="YX", spacing={"Y": 0.1, "X": 0.1}, unit="micron"))
     low = Image(lr.astype(np.float32), ImageMeta(axes="YX", spacing={"Y": 200.0, "X": 200.0}, unit="nm"))
@@ -156,7 +143,7 @@ def test_register_cli_units_and_hdf5_input(tmp_path, capfd):
 
     h5py = pytest.importorskip("h5py")
     rng = np.random.default_rng(7)
-    hr = (fluorescence((160, 160), rng) * 100).astype(np.uint16)
+    hr = (fluorescence_2d((160, 160), rng) * 100).astype(np.uint16)
     lr = ndimage.shift(hr.astype(np.float32), (2.4, -1.2), order=3, mode="nearest")[::2, ::2]
     imwrite(tmp_path / "hr.tif", hr, ImageMeta(axes="YX", spacing={"Y": 0.1, "X": 0.1}, unit="µm"))
     imwrite(tmp_path / "lr.tif", lr.astype(np.uint16), ImageMeta(axes="YX", spacing={"Y": 200, "X": 200}, unit="nm"))

@@ -20,14 +20,26 @@ def simulate(
     kind: str = typer.Option("lightsheet", help="lightsheet, beads, filaments, surface, or all (one subfolder each)."),
     n: int = typer.Option(2, "--n", min=1, help="Number of specimens / fields."),
     shape: str = typer.Option("64,256,256", help="Light-sheet volume size Z,Y,X in voxels."),
-    spacing: str = typer.Option("1.0,0.4,0.4", help="Light-sheet voxel size Z,Y,X in micrometres."),
+    spacing: str | None = typer.Option(
+        None,
+        help="Voxel size Z,Y,X in micrometres (built-in light sheet: "
+        "default 1.0,0.4,0.4; --from: for volumes without a calibration).",
+    ),
     channels: str = typer.Option("nucleus,membrane", help="Light-sheet channels."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same files."),
     misregister: bool = typer.Option(False, help="Shift and elastically warp the single view; save the truth."),
     flavour: str = typer.Option("imagej", help="TIFF flavour: imagej (Fiji reads the calibration), ome, fmc."),
     overwrite: bool = typer.Option(False, help="Write into a non-empty folder."),
+    source: Path | None = typer.Option(
+        None,
+        "--from",
+        help="Your own good ZYX volumes (a file or folder: fused "
+        "views, confocal stacks): each becomes --n single-view training pairs.",
+    ),
+    channel: str | None = typer.Option(None, help="--from: the channel of every volume (default: from each file)."),
 ) -> None:
-    """Write a built-in synthetic dataset (challenge layout and metadata)."""
+    """Write a built-in synthetic dataset (challenge layout and metadata), or with --from, single-view training pairs
+    rendered from your own good volumes by a randomised light-sheet physics."""
     from fmc_ij.synthetic import LightSheetConfig
     from fmc_ij.synthetic import simulate as run
 
@@ -37,11 +49,20 @@ def simulate(
     bad = [c for c in chans if c not in ("nucleus", "membrane")]
     if bad or not chans:
         raise FmcInputError(f"unknown channel(s) {bad or channels!r}: use nucleus and/or membrane")
+    if source is not None:
+        from fmc_ij.synthetic.degrade import simulate_from
+
+        if channel is not None and channel not in ("nucleus", "membrane"):
+            raise FmcInputError(f"--channel {channel!r}: use nucleus or membrane")
+        sp = _parse_floats(spacing, "--spacing", 3) if spacing else None
+        written = simulate_from(source, out, n=n, seed=seed, channel=channel, spacing=sp, overwrite=overwrite)
+        _out.print(f"wrote {len(written) // 2} pair(s) to [bold]{out}[/bold]")
+        return
     kwargs: dict[str, Any] = {"n": n, "seed": seed, "flavour": flavour}
     if kind in ("lightsheet", "all"):
         try:
             cfg = LightSheetConfig(
-                shape=_parse_ints(shape, "--shape", 3), spacing=_parse_floats(spacing, "--spacing", 3)
+                shape=_parse_ints(shape, "--shape", 3), spacing=_parse_floats(spacing or "1.0,0.4,0.4", "--spacing", 3)
             )
         except ValueError as e:
             raise FmcInputError(str(e)) from None

@@ -300,6 +300,7 @@ class PatchBatches:
         fg_fraction: float = 0.8,
         min_fg: float = 0.02,
         augment: bool = True,
+        flip_axial: bool = True,
     ):
         if not pairs:
             raise FmcInputError("no training pairs")
@@ -311,6 +312,7 @@ class PatchBatches:
                     f"patch {self.patch} does not fit {p.name} of shape {p.shape}; choose a smaller patch"
                 )
         self.seed, self.fg_fraction, self.min_fg, self.augment = seed, fg_fraction, min_fg, augment
+        self.flip_axial = flip_axial
         # Larger volumes are drawn more often, so every voxel has about the same chance.
         sizes = np.array([np.prod(p.shape, dtype=float) for p in self.pairs])
         self.weights = sizes / sizes.sum()
@@ -328,7 +330,8 @@ class PatchBatches:
             x, y = x[:, 0], y[:, 0]
         if self.augment:
             lateral_iso = len(pair.spacing) < 2 or abs(pair.spacing[-1] - pair.spacing[-2]) < 1e-6 * pair.spacing[-1]
-            x, y = augment([x, y], rng, lateral_isotropic=lateral_iso and x.shape[-1] == x.shape[-2], lead=1)
+            x, y = augment([x, y], rng, lateral_isotropic=lateral_iso and x.shape[-1] == x.shape[-2], lead=1,
+                           flip_axial=self.flip_axial)  # fmt: skip
         return x, y
 
     def batch(self, step: int, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -72,12 +72,15 @@ def sample_patches(
 
 
 def augment(
-    arrays: Sequence[np.ndarray], rng: np.random.Generator, *, lateral_isotropic: bool = True, lead: int = 0
-) -> list[np.ndarray]:
-    """The same random flips (every spatial axis) and lateral 90-degree rotation applied to every array of a
-    pair; the first ``lead`` axes (channels) are left alone."""
+    arrays: Sequence[np.ndarray], rng: np.random.Generator, *, lateral_isotropic: bool = True, lead: int = 0,
+    flip_axial: bool = True,
+) -> list[np.ndarray]:  # fmt: skip
+    """The same random flips (every spatial axis; Z only with ``flip_axial``) and lateral 90-degree rotation
+    applied to every array of a pair; the first ``lead`` axes (channels) are left alone. A single light-sheet view
+    degrades with depth along Z: flipping Z shows the network a physics that never happens."""
     nd = arrays[0].ndim
-    flips = [ax for ax in range(lead, nd) if rng.random() < 0.5]
+    first = lead if flip_axial or nd - lead < 3 else lead + 1
+    flips = [ax for ax in range(lead, nd) if rng.random() < 0.5 and ax >= first]
     k = int(rng.integers(4)) if lateral_isotropic else 0
     out = []
     for a in arrays:

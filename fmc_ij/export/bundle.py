@@ -101,6 +101,8 @@ def _arch_kwargs(c: ModelContract, net: torch.nn.Module, planes: bool) -> dict[s
         kw = {"ndim": m.ndim, "in_channels": m.in_channels, "out_channels": m.out_channels, "depth": m.depth,
               "base": m.base, "kernel": m.kernel, "residual": m.residual, "norm": m.norm, "pool": m.pool,
               "probabilistic": m.probabilistic}  # fmt: skip
+        if m.widths or m.upsample != "transposed":
+            kw.update(widths=m.widths, upsample=m.upsample)
         if getattr(net, "clamp_mean", False):
             kw["mean_floor"] = net.mean_floor
     if planes:

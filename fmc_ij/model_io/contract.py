@@ -40,8 +40,10 @@ class TrainingData(_Strict):
     """What the model was trained on: the scale and intensities it knows (``None`` where unknown)."""
 
     axes: str | None = None
-    #: Voxel size of the training pairs along ``axes`` (the grid the network learned), in ``unit``.
+    #: Voxel size of the training pairs along ``axes`` (the grid the network learned), in ``unit``: the median
+    #: over the pairs, and (``voxel_range``) the smallest and largest per axis when they vary (randomised data).
     voxel_size: list[float] | None = None
+    voxel_range: list[list[float]] | None = None
     unit: str | None = None
     #: Median raw percentiles (pmin, pmax) of the training inputs and targets.
     input_range: list[float] | None = None

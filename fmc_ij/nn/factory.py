@@ -43,6 +43,10 @@ class ModelConfig(BaseModel):
     output_floor: float | None = 0.0
     proj_depth: int = Field(2, ge=1, le=4)
     proj_base: int = Field(8, ge=1)
+    #: CARE U-Net filters per level (depth + 1 entries, the bottom last); default ``base << level``.
+    widths: list[int] | None = None
+    #: CARE U-Net decoder: learned transposed convolutions, or nearest / linear interpolation.
+    upsample: Literal["transposed", "nearest", "linear"] = "transposed"
 
     def resolve_pool(self, spacing: list[float] | tuple[float, ...] | None) -> ModelConfig:
         """A copy whose ``pool`` is fixed from the voxel size (CARE U-Net only)."""
@@ -83,7 +87,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                               proj_depth=cfg.proj_depth, proj_base=cfg.proj_base, residual=cfg.residual)  # fmt: skip
     return UNet(
         cfg.ndim, cfg.in_channels, cfg.out_channels, depth=cfg.depth, base=cfg.base, kernel=cfg.kernel,
-        residual=cfg.residual, norm=cfg.norm, pool=cfg.pool, probabilistic=cfg.probabilistic,
+        residual=cfg.residual, norm=cfg.norm, pool=cfg.pool, probabilistic=cfg.probabilistic, widths=cfg.widths,
+        upsample=cfg.upsample,
     )  # fmt: skip
 
 

@@ -87,6 +87,11 @@ class UNet(nn.Module):
     mean_floor : float, optional
         Clamp the mean channels from below (the background level). Off in training; exported probabilistic
         bundles set it, since a postprocessing clip would also clip the log-scale channels.
+    widths : list of int, optional
+        Filters per level (``depth + 1`` entries, the last the bottom); default ``base << level``. CAREamics-like
+        cheap layouts keep the full-resolution level narrow (e.g. 16, 64, 128).
+    upsample : {"transposed", "nearest", "linear"}
+        Learned transposed convolutions (CARE), or weight-free interpolation before each decoder block.
     planes : bool
         A 2D network that also takes volumes (N, C, Z, Y, X) and restores each plane on its own: the bundle of a
         2D model trained on volumes takes the whole volume, so its percentile scaling spans the volume as in
@@ -108,10 +113,19 @@ class UNet(nn.Module):
         n_conv: int = 2,
         mean_floor: float | None = None,
         planes: bool = False,
+        widths: list[int] | None = None,
+        upsample: str = "transposed",
     ):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+        if upsample not in ("transposed", "nearest", "linear"):
+            raise ValueError(f"upsample must be transposed, nearest or linear, got {upsample}")
+        w = list(widths) if widths else [base << level for level in range(depth + 1)]
+        if len(w) != depth + 1:
+            raise ValueError(f"widths needs depth + 1 = {depth + 1} entries, got {len(w)}")
+        self.upsample = upsample
+        self.interp = "nearest" if upsample == "nearest" else ("trilinear" if ndim == 3 else "bilinear")
         self.ndim = ndim
         self.planes = planes and ndim == 2
         self.residual = residual and in_channels == out_channels
@@ -127,14 +141,18 @@ class UNet(nn.Module):
         self.up_blocks = nn.ModuleList()
         c = in_channels
         for level in range(depth):
-            self.down.append(ConvBlock(c, base << level, ndim, kernel, n_conv, norm))
-            c = base << level
-        self.bottom = ConvBlock(c, base << depth, ndim, kernel, n_conv, norm)
-        c = base << depth
+            self.down.append(ConvBlock(c, w[level], ndim, kernel, n_conv, norm))
+            c = w[level]
+        self.bottom = ConvBlock(c, w[depth], ndim, kernel, n_conv, norm)
+        c = w[depth]
         for level in reversed(range(depth)):
-            self.ups.append(up(c, base << level, self.pool_sizes[level], stride=self.pool_sizes[level]))
-            self.up_blocks.append(ConvBlock(2 * (base << level), base << level, ndim, kernel, n_conv, norm))
-            c = base << level
+            if upsample == "transposed":
+                self.ups.append(up(c, w[level], self.pool_sizes[level], stride=self.pool_sizes[level]))
+                self.up_blocks.append(ConvBlock(2 * w[level], w[level], ndim, kernel, n_conv, norm))
+            else:  # interpolation keeps the deeper channels; the block mixes them with the skip
+                self.ups.append(nn.Identity())
+                self.up_blocks.append(ConvBlock(c + w[level], w[level], ndim, kernel, n_conv, norm))
+            c = w[level]
         self.head = conv(c, out_channels * (2 if probabilistic else 1), 1)
         self.kernel, self.n_conv = kernel, n_conv
 
@@ -161,7 +179,10 @@ class UNet(nn.Module):
         h = self.bottom(h)
         j = len(skips) - 1
         for upconv, block in zip(self.ups, self.up_blocks):
-            h = upconv(h)
+            if self.upsample == "transposed":
+                h = upconv(h)
+            else:
+                h = F.interpolate(h, size=skips[j].shape[2:], mode=self.interp)
             h = block(torch.cat([h, skips[j]], 1))
             j -= 1
         out = self.head(h)
@@ -196,8 +217,10 @@ class UNet(nn.Module):
         """
         r = [0] * self.ndim
         scale = [1] * self.ndim
+        extra = 1 if self.upsample == "linear" else 0  # linear interpolation reaches one coarse voxel further
         for p in self.pool_sizes:
-            r = [ri + 2 * self.n_conv * (self.kernel // 2) * si + 2 * (pi - 1) * si for ri, si, pi in zip(r, scale, p)]
+            r = [ri + 2 * self.n_conv * (self.kernel // 2) * si + (2 * (pi - 1) + extra * pi) * si
+                 for ri, si, pi in zip(r, scale, p)]  # fmt: skip
             scale = [si * pi for si, pi in zip(scale, p)]
         return [ri + self.n_conv * (self.kernel // 2) * si for ri, si in zip(r, scale)]
 

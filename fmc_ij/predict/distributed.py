@@ -70,6 +70,7 @@ def predict_files_dask(
     """:func:`fmc_ij.predict.predict_files` with one Dask task per file (a multi-channel model: per CZYX file)."""
     out = Path(out)
     pairs = collect_inputs(inputs, pattern)
+    out.mkdir(parents=True, exist_ok=True)  # a file in the way fails before the cluster works
     p = load_predictor(model, "cpu")
     if isinstance(p, Predictor) and p.channels > 1 and any("C" not in open_lazy(f).axes for f, _ in pairs):
         raise FmcInputError(

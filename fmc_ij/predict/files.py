@@ -303,6 +303,7 @@ def predict_files(
     for src, rel in pairs:
         if (out / rel).resolve() == src.resolve():
             raise FmcInputError(f"--out {out} would overwrite the input {src.name}; inputs are never modified")
+    out.mkdir(parents=True, exist_ok=True)  # a file in the way fails now, not after minutes of prediction
     written: list[Path] = []
     if isinstance(predictor, Predictor) and predictor.channels > 1:
         pairs, groups = _channel_groups(predictor, pairs)

@@ -73,8 +73,11 @@ def plan(contract: ModelContract, axes: str, spacing: dict[str, float] | None, u
     if model_um is None or input_um is None:
         return ScalePlan(ones, None, None)
     net_axes = d.axes[-contract.ndim :]  # the axes the network works on (YX for a 2D model on volumes)
-    train = dict(zip(d.axes, model_um))
     have = dict(zip(space, input_um))
+    train = dict(zip(d.axes, model_um))
+    if d.voxel_range:  # trained on many voxel sizes: only an input outside their range is brought to its edge
+        lo, hi = (to_um(r, d.unit) or r for r in d.voxel_range)
+        train = {a: float(np.clip(have.get(a, m), lo_a, hi_a)) for a, m, lo_a, hi_a in zip(d.axes, model_um, lo, hi)}
     zoom = tuple(have[a] / train[a] if a in net_axes and a in train and a in have else 1.0 for a in axes)
     return ScalePlan(zoom, tuple(input_um), tuple(train[a] for a in d.axes))
 

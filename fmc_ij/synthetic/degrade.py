@@ -24,6 +24,8 @@ from scipy import ndimage
 from fmc_ij.errors import FmcInputError
 from fmc_ij.synthetic.optics import broad_blur, camera, depth_varying_blur
 
+#: Files :func:`simulate_from` reads from a folder.
+VOLUME_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5")
 #: Ranges :meth:`SingleViewPhysics.random` draws from (uniform, or log-uniform for the photon budget).
 RANGES: dict[str, tuple[float, float]] = {
     "attenuation_um": (20.0, 120.0),
@@ -181,9 +183,13 @@ def simulate_from(
     from fmc_ij.synthetic.dataset import _prepare
 
     src, out = Path(src), Path(out)
-    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
+    if not src.exists():
+        raise FmcInputError(f"{src}: no such file or folder")
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.suffix.lower() in VOLUME_SUFFIXES)
     if not files:
-        raise FmcInputError(f"{src}: no TIFF volumes to render single views from")
+        raise FmcInputError(f"{src}: no TIFF or HDF5 volumes to render single views from")
+    if out.resolve() == (src if src.is_dir() else src.parent).resolve():
+        raise FmcInputError(f"--out {out} is the input folder; inputs are never modified, choose another --out")
     _prepare(out, overwrite)
     written: list[Path] = []
     index = start_index

@@ -66,3 +66,17 @@ def apply_displacement(image: np.ndarray, displacement: np.ndarray, *, order: in
         info = np.iinfo(image.dtype)
         out = np.clip(np.round(out), info.min, info.max)
     return out.astype(image.dtype)
+
+
+def fluorescence_2d(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A fluorescence-like plane to register: nuclei (Gaussian blobs of varied brightness), a membrane network
+    (Voronoi edges) and a background (about one nucleus per 900 pixels)."""
+    n = int(np.prod(shape) / 900)
+    seeds = np.zeros(tuple(shape), np.float32)
+    pts = (rng.random((n, 2)) * shape).astype(int)
+    seeds[pts[:, 0], pts[:, 1]] = rng.uniform(0.5, 1.5, n)
+    nuclei = ndimage.gaussian_filter(seeds, 3.0) * 60
+    nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)[1]
+    cell = nearest[0] * shape[1] + nearest[1]
+    edge = (np.diff(cell, axis=0, prepend=cell[:1]) != 0) | (np.diff(cell, axis=1, prepend=cell[:, :1]) != 0)
+    return 0.2 + nuclei + ndimage.gaussian_filter(edge.astype(np.float32), 1.2) * 2

@@ -7,7 +7,7 @@
 
 from fmc_ij.train.channels import dataset_channels, train_per_channel
 from fmc_ij.train.config import PRESETS, DataConfig, GanConfig, OptimConfig, TrainConfig
-from fmc_ij.train.loop import TrainResult, make_loss, train, validate
+from fmc_ij.train.loop import TrainResult, make_loss, recalibrate, train, validate
 
 __all__ = [
     "PRESETS",
@@ -18,6 +18,7 @@ __all__ = [
     "TrainResult",
     "dataset_channels",
     "make_loss",
+    "recalibrate",
     "train",
     "train_per_channel",
     "validate",

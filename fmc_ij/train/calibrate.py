@@ -13,12 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fmc_ij.data.pairs import AnyPair
+from fmc_ij.data.pairs import AnyPair, PatchBatches
 from fmc_ij.model_io import Calibration, GateCalibration
 from fmc_ij.nn.infer import bottleneck, channel_moments, forward_padded, moments_summary, ood_score, size_multiple
 
-#: Volumes (centre crops of validation, then training pairs) that set the in-domain statistics.
-IN_DOMAIN_VOLUMES = 12
+#: Training batches whose patches set the centre and spread of the activation summaries, and volumes (centre
+#: crops of validation, then training pairs) scored as in domain.
+CALIBRATION_BATCHES, IN_DOMAIN_VOLUMES = 16, 12
+#: Where calibration batches are numbered (far beyond any run's steps and PreciseBN's batches).
+CALIBRATION_BASE = 2**41
 #: The two-sided 90 % quantile of a unit Gaussian: mean +- 1.645 sd is a 90 % interval.
 Z90 = 1.6449
 
@@ -28,15 +31,18 @@ class _Moments:
 
     def __init__(self, net: torch.nn.Module):
         self.moments: np.ndarray | None = None
+        self.samples: list[np.ndarray] = []
         mod = bottleneck(net)
         self.handle = mod.register_forward_hook(self._hook) if mod is not None else None
 
     def _hook(self, _m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
-        m = sum(channel_moments(a).cpu().numpy() for a in out)
+        each = [channel_moments(a).cpu().numpy() for a in out]
+        self.samples += each
+        m = sum(each)
         self.moments = m if self.moments is None else self.moments + m
 
     def take(self) -> np.ndarray | None:
-        m, self.moments = self.moments, None
+        m, self.moments, self.samples = self.moments, None, []
         return m
 
     def close(self) -> None:
@@ -59,6 +65,7 @@ def _crop(pair: AnyPair, crop: list[int], multiple: list[int]) -> tuple[slice, .
 @torch.no_grad()
 def calibrate(
     net: torch.nn.Module,
+    batches: PatchBatches,
     train_pairs: list[AnyPair],
     val_pairs: list[AnyPair],
     *,
@@ -67,14 +74,20 @@ def calibrate(
     probabilistic: bool,
     output_floor: float | None,
     device: torch.device,
+    batch: int = 4,
 ) -> Calibration:
     """Gate statistics and (probabilistic models) the uncertainty scale of a trained ``net`` (eval mode)."""
     was = net.training
     net.eval()
     probe = _Moments(net)
     mult = size_multiple(net, ndim)
-    summaries, errs = [], []
+    summaries, errs, patches = [], [], []
     try:
+        for k in range(CALIBRATION_BATCHES):  # the spread of the summaries over training patches
+            x, _ = batches.batch(CALIBRATION_BASE + k, range(batch))
+            net(torch.from_numpy(x).to(device))
+            patches += [moments_summary(m) for m in probe.samples]
+            probe.take()
         for i, pair in enumerate(list(val_pairs) + list(train_pairs)):
             if i >= IN_DOMAIN_VOLUMES:
                 break
@@ -92,12 +105,12 @@ def calibrate(
         probe.close()
         net.train(was)
     gate = None
-    if summaries:
-        arr = np.stack(summaries)
-        mean = arr.mean(0)
-        # a few volumes estimate the spread poorly: at least a tenth of the value itself
-        std = np.maximum(arr.std(0), np.maximum(0.1 * np.abs(mean), 1e-3))
-        scores = [ood_score(s, mean, std) for s in arr]
+    if summaries and patches:
+        # Centre and spread from training patches (many, and as varied as the data): a few whole volumes of one
+        # study would set a spread so narrow that its next specimen looks foreign.
+        ref = np.stack(patches)
+        mean, std = ref.mean(0), np.maximum(ref.std(0), 1e-3)
+        scores = [ood_score(s, mean, std) for s in summaries]
         gate = GateCalibration(feature_mean=mean.tolist(), feature_std=std.tolist(),
                                in_domain=[float(v) for v in scores if v is not None])  # fmt: skip
     scale = None

@@ -46,6 +46,8 @@ class DataConfig(_Strict):
     fg_fraction: float = Field(0.8, ge=0.0, le=1.0)
     min_fg: float = Field(0.02, ge=0.0, le=1.0)
     augment: bool = True
+    #: Flip along Z too (off for a single light-sheet view, whose degradation grows with depth).
+    flip_axial: bool = True
     pmin: float = 2.0
     pmax: float = 99.8
     # isotropic mode: PSF widths in the data's length unit (default: axial = z step, lateral = 2 pixels)

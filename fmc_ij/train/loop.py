@@ -277,10 +277,13 @@ def training_data(pairs: list[AnyPair], cfg: TrainConfig) -> TrainingData:
     volumes learned the last two), the median raw intensity range of inputs and targets, channels, specimens."""
     parts = [q for p in pairs for q in (p.parts if isinstance(p, StackedPair) else [p])]
     first = parts[0]
-    axes, spacing = first.axes, list(first.spacing)
+    sp = np.array([q.spacing for q in parts if len(q.spacing) == len(first.spacing)], float)
+    axes, spacing = first.axes, list(np.median(sp, axis=0))
+    varies = bool(np.any(sp.max(0) > 1.05 * sp.min(0)))
     lo_in = np.median([(q.norm_low.lo, q.norm_low.hi) for q in parts], axis=0)
     lo_gt = np.median([(q.norm_high.lo, q.norm_high.hi) for q in parts], axis=0)
     return TrainingData(axes=axes, voxel_size=[float(v) for v in spacing], unit=first.unit,
+                        voxel_range=[sp.min(0).tolist(), sp.max(0).tolist()] if varies else None,
                         input_range=[float(v) for v in lo_in], target_range=[float(v) for v in lo_gt],
                         channels=sorted({q.channel for q in parts if q.channel}) if not cfg.data.multichannel
                         else [str(c) for c in cfg.data.channels or []],
@@ -369,7 +372,8 @@ def _train_one(
             raise FmcInputError(f"projection training needs volumes of one Z size, got {zs}; crop or pad them")
         patch = [zs[0], *patch[1:]]
     batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
-                           min_fg=cfg.data.min_fg, augment=cfg.data.augment)  # fmt: skip
+                           min_fg=cfg.data.min_fg, augment=cfg.data.augment,
+                           flip_axial=cfg.data.flip_axial)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if init_state is not None:
@@ -519,20 +523,38 @@ def _train_one(
     if dd.main and not (out / MODEL).exists():
         save_model(out / MODEL, model, cfg.model_dump(mode="json"), data=seen, step=step, metrics={})
     if dd.main:
-        _calibrate_saved(out / MODEL, train_pairs, val_pairs, cfg, device)
+        _calibrate_saved(out / MODEL, batches, train_pairs, val_pairs, cfg, device)
     if dd.world > 1:
         dist.barrier()
     return TrainResult(out, step, best_step, best, stopped, history)
 
 
-def _calibrate_saved(path: Path, train_pairs: list[AnyPair], val_pairs: list[AnyPair], cfg: TrainConfig,
-                     device: torch.device) -> None:  # fmt: skip
+def recalibrate(run: str | os.PathLike, device: str = "auto") -> Path:
+    """Measure again the calibration of a trained run (``model.pt`` and its training data, as in its config), e.g.
+    for a model trained before calibration existed; returns the model file."""
+    run = Path(run)
+    saved = read_one(run / MODEL if run.is_dir() else run)
+    cfg = TrainConfig.from_dict(saved.training or {})
+    pairs = _load_pairs(cfg)
+    train_pairs, val_pairs = split_by_specimen(pairs, val_fraction=cfg.data.val_fraction,
+                                               val_names=cfg.data.val_names, seed=cfg.seed)  # fmt: skip
+    patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
+    batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
+                           min_fg=cfg.data.min_fg, augment=False)  # fmt: skip
+    path = run / MODEL if run.is_dir() else run
+    _calibrate_saved(path, batches, train_pairs, val_pairs, cfg, resolve_device(device))
+    return path
+
+
+def _calibrate_saved(path: Path, batches: PatchBatches, train_pairs: list[AnyPair], val_pairs: list[AnyPair],
+                     cfg: TrainConfig, device: torch.device) -> None:  # fmt: skip
     """Measure the saved model's calibration (:mod:`fmc_ij.train.calibrate`) and store it in its contract."""
     saved = read_one(path)
     net = saved.networks(device)[0]
     m = saved.contract.network
-    cal = calibrate(net, train_pairs, val_pairs, crop=cfg.data.val_crop, ndim=m.ndim, probabilistic=m.probabilistic,
-                    output_floor=m.output_floor, device=device)  # fmt: skip
+    cal = calibrate(net, batches, train_pairs, val_pairs, crop=cfg.data.val_crop, ndim=m.ndim,
+                    probabilistic=m.probabilistic, output_floor=m.output_floor, device=device,
+                    batch=cfg.data.batch)  # fmt: skip
     contract = saved.contract.model_copy(update={"calibration": cal})
     write_model(path, net, contract, training=saved.training, **saved.extra)
     best = path.parent / "checkpoints" / BEST  # the same weights as the model: the same contract
