@@ -47,8 +47,10 @@ MODEL_MINUTES ?= 5
 models: $(STAMP)
 	$(BIN)/python models/make_models.py --minutes $(MODEL_MINUTES)
 
+# Two pytest workers (the 2-core CI machine), one test file per worker so module fixtures are built once.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -ra --durations=20
+	$(BIN)/python -m pytest -q -ra --durations=20 -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks against the peers (benchmarks/RESULTS.md, about 25 min on 2 cores). Each peer gets its own venv
 # under $(PEERS_DIR) (CAREamics with a torchvision stand-in, CSBDeep on tensorflow-cpu, NanoPyx, scikit-image);

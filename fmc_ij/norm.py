@@ -123,3 +123,13 @@ def percentile_normalize(
         return x.astype(np.float32)
     out = Normalizer(lo, hi)(x)
     return np.clip(out, 0.0, 1.0) if clip else out
+
+
+#: A voxel of a normalised image (2nd percentile at 0, 99.8th at 1) above this level counts as structure.
+FG_LEVEL = 0.1
+
+
+def structure_count(xn: np.ndarray) -> int:
+    """Voxels of the normalised ``xn`` above :data:`FG_LEVEL`; divided by the size: the image's structure density,
+    which the prediction gate compares with the training volumes' (a model's prior for how much is structure)."""
+    return int(np.count_nonzero(np.asarray(xn) > FG_LEVEL))

@@ -124,3 +124,42 @@ def test_the_gate_is_the_same_on_tiles_streams_and_dask(run, tmp_path):
         np.testing.assert_allclose(imread(files[0]).data, imread(whole[0]).data, atol=1e-4, err_msg=name)
     off = predict_file(p, src, tmp_path / "off" / "vol.tif", gate=False, **kw)
     assert len(off) == 1 and not np.allclose(imread(off[0]).data, imread(whole[0]).data)
+
+
+def test_structure_density_outside_the_training_range_keeps_the_input():
+    """A model trained on volumes with 10-30 % structure trusts 7-37 % fully and nothing from 2x beyond (a sparse
+    neuron at 4 %, a dense tissue crop at 70 %); the gate reports the density."""
+    cal = GateCalibration(foreground=[0.1, 0.2, 0.3])
+    assert G.density_competence(0.2, cal) == G.density_competence(0.09, cal) == G.density_competence(0.36, cal) == 1
+    assert G.density_competence(0.04, cal) == G.density_competence(0.7, cal) == 0.0
+    assert 0 < G.density_competence(0.065, cal) < 1 and G.density_competence(0.2, GateCalibration()) == 1.0
+    sparse = _blobs(seed=4)
+    sparse[:, :, 24:] = 0.0  # a quarter of the field holds structure
+    sparse = sparse / np.percentile(sparse, 99.8)
+    frac = float(np.mean(sparse > 0.1))
+    assert frac < 0.05
+    verdict = G.gate(sparse, sparse * 0.5, cal=cal)
+    assert verdict.competence == 0.0 and float(np.asarray(verdict.weight).max()) == 0.0
+    assert verdict.density == pytest.approx(frac) and "structure density" in verdict.describe()
+
+
+def test_training_calibrates_the_gate_and_recalibrate_measures_it_again(tmp_path):
+    """A trained run carries its gate calibration (activation statistics from training patches, in-domain scores
+    and structure densities of its volumes); ``recalibrate`` measures the same again from the run's own data."""
+    from fmc_ij.model_io import read_model
+    from fmc_ij.synthetic.dataset import simulate_lightsheet_dataset
+    from fmc_ij.synthetic.lightsheet import LightSheetConfig
+    from fmc_ij.train import TrainConfig, recalibrate, train
+
+    ls = simulate_lightsheet_dataset(tmp_path / "ls", n=2, cfg=LightSheetConfig(shape=(24, 48, 48)), seed=4)
+    cfg = TrainConfig.from_preset("care3d", data={"root": str(ls), "patch": [4, 16, 16], "batch": 2,
+                                                  "val_crop": [24, 48, 48]},
+                                  model={"base": 4, "depth": 1}, steps=2, val_every=2, threads=1)  # fmt: skip
+    train(cfg, tmp_path / "run")
+    first = read_model(tmp_path / "run").contract.calibration.gate
+    assert first is not None and len(first.in_domain) == len(first.foreground) == 4  # 2 specimens x 2 channels
+    assert all(0.0 < f < 1.0 for f in first.foreground) and len(first.feature_mean) == len(first.feature_std)
+    recalibrate(tmp_path / "run", device="cpu")
+    again = read_model(tmp_path / "run").contract.calibration.gate
+    np.testing.assert_allclose(again.foreground, first.foreground)
+    np.testing.assert_allclose(again.in_domain, first.in_domain, rtol=1e-4)

@@ -73,6 +73,8 @@ class GateCalibration(_Strict):
     feature_std: list[float] = Field(default_factory=list)
     #: The out-of-distribution score of training and validation volumes (in domain by definition).
     in_domain: list[float] = Field(default_factory=list)
+    #: The structure density (fraction of the normalised input above the gate's level) of those volumes.
+    foreground: list[float] = Field(default_factory=list)
 
 
 class Calibration(_Strict):

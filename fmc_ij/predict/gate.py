@@ -10,6 +10,11 @@ Two signals, combined into one gate map ``w`` in [0, 1]; the output is ``input +
    model's contract). A model is trusted fully up to the scores its training
    and validation volumes reached, and not at all from :data:`OOD_ZERO` times that on. Out of its competence a
    network's guess for what the input cannot show (the blur's null space) is unchecked, so the input is kept.
+   A second factor checks the image's **structure density** (the fraction of the normalised input above
+   :data:`fmc_ij.norm.FG_LEVEL`) against the range of the training volumes: a network that learned dense
+   organoids meets a sparse neuron (or a tightly cropped tissue) outside its prior, and its model of background
+   and structure no longer holds (measured: sparse real volumes made much worse with every voxel "consistent").
+   Trust falls from :data:`DENSITY_FULL` x beyond that range to none at :data:`DENSITY_ZERO` x.
 2. **Consistency** (a map): the prediction, degraded by a forward model fitted to the input (a Gaussian blur and a
    gain and offset per plane, smooth along Z), must explain the input: a local SSIM between the two at the
    metric's scale, its constants set by the input's noise. Where the network removed structure the input shows,
@@ -29,6 +34,7 @@ from scipy import ndimage
 
 from fmc_ij.model_io import GateCalibration
 from fmc_ij.nn.infer import moments_summary, ood_score
+from fmc_ij.norm import structure_count
 
 #: Trust ramps from full at this multiple of the highest in-domain score ... (measured in
 #: ``benchmarks/generalisation.py``: models helped on studies scored up to about 1.2 x, real volumes of other
@@ -36,30 +42,36 @@ from fmc_ij.nn.infer import moments_summary, ood_score
 OOD_FULL = 1.25
 #: ... to none at this multiple.
 OOD_ZERO = 2.0
+#: Trust is full up to this factor beyond the training volumes' structure-density range, none from the second on.
+DENSITY_FULL, DENSITY_ZERO = 1.25, 2.0
 #: Consistency ramp (local SSIM between input and forward-modelled prediction): no trust below, full above. Low:
 #: only clear contradictions (removed or invented structure) fall back; a forward model of a few parameters
 #: cannot explain every valid restoration.
 CONSISTENCY = (0.3, 0.6)
 #: Gaussian windows (voxels): smoothing of both images before comparing, the comparison window, the gate map.
 SMOOTH, WINDOW, MAP_SMOOTH = 1.0, 2.0, 2.0
-#: Forward-model blur candidates (sigma in voxels: axial, lateral).
-_BLURS = [(a, b) for a in (0.0, 1.0, 2.0) for b in (0.0, 1.0, 2.0, 3.0)]
+#: Forward-model blur candidates (Gaussian sigma in voxels), lateral and axial: up to a deep single view's PSF.
+_LATERAL, _AXIAL = (0.0, 1.0, 2.0, 3.0, 4.5, 6.0), (0.0, 1.0, 2.0)
+#: The haze's blur (sigma in voxels: axial, lateral, lateral): light scattered over several cells.
+HAZE_SIGMA = (3.0, 12.0, 12.0)
 
 
 @dataclass
 class GateResult:
     """The gate map and why: ``trusted`` is its mean, ``competence`` the per-image factor (1 when uncalibrated),
-    ``ood`` the image's out-of-distribution score (None when uncalibrated)."""
+    ``ood`` the image's out-of-distribution score (None when uncalibrated), ``density`` its structure density
+    (None when the calibration has no range for it)."""
 
     weight: Any
     competence: float
     ood: float | None
     trusted: float
+    density: float | None = None
 
     def describe(self) -> str:
-        why = (
-            "" if self.ood is None else f" (out-of-distribution score {self.ood:.2f}; competence {self.competence:.2f})"
-        )
+        parts = [] if self.ood is None else [f"out-of-distribution score {self.ood:.2f}"]
+        parts += [] if self.density is None else [f"structure density {self.density:.3f}"]
+        why = f" ({', '.join(parts)}; competence {self.competence:.2f})" if parts else ""
         return f"gate: {100 * self.trusted:.0f}% of the volume from the network, the rest from the input{why}"
 
 
@@ -82,6 +94,16 @@ def competence(score: float | None, cal: GateCalibration | None) -> float:
     return float(np.clip((hi - score) / (hi - lo), 0.0, 1.0))
 
 
+def density_competence(fraction: float | None, cal: GateCalibration | None) -> float:
+    """1 within :data:`DENSITY_FULL` x the training volumes' range of structure density, 0 beyond
+    :data:`DENSITY_ZERO` x (either way: sparser or denser), linear between."""
+    if fraction is None or cal is None or not cal.foreground:
+        return 1.0
+    lo, hi = min(cal.foreground), max(cal.foreground)
+    fold = max(lo / max(fraction, 1e-9), fraction / max(hi, 1e-9), 1.0)
+    return float(np.clip((DENSITY_ZERO - fold) / (DENSITY_ZERO - DENSITY_FULL), 0.0, 1.0))
+
+
 def noise_sigma(x: np.ndarray) -> float:
     """The noise standard deviation of ``x`` from the median absolute Laplacian (robust to structure)."""
     sub = x[tuple(slice(None, None, max(1, n // 96)) if n > 192 else slice(None) for n in x.shape)]
@@ -90,28 +112,60 @@ def noise_sigma(x: np.ndarray) -> float:
     return float(np.median(np.abs(lap - np.median(lap))) / 0.6745 / np.sqrt(k * k + k))
 
 
+def _haze(y: np.ndarray) -> np.ndarray:
+    """Scattered light: ``y`` under a broad blur (two box filters, about :data:`HAZE_SIGMA` voxels: a Gaussian's
+    shape at a cost independent of its width)."""
+    sizes = [max(1, int(round(np.sqrt(6.0 * s * s + 1.0)))) for s in HAZE_SIGMA[-y.ndim :]]
+    return ndimage.uniform_filter(ndimage.uniform_filter(y, sizes), sizes)
+
+
+def _fit(target: np.ndarray, m: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row: ``target ~ a * m + b * h + c`` by least squares with ``b >= 0`` (haze adds light; where the
+    two-term fit wants negative haze the one-term fit is taken)."""
+    t, mc, hc = (v - v.mean(1, keepdims=True) for v in (target, m, h))
+    smm, shh, smh = (mc * mc).sum(1), (hc * hc).sum(1), (mc * hc).sum(1)
+    smt, sht = (mc * t).sum(1), (hc * t).sum(1)
+    det = np.maximum(smm * shh - smh * smh, 1e-12)
+    a, b = (shh * smt - smh * sht) / det, (smm * sht - smh * smt) / det
+    one = b < 0
+    a[one], b[one] = smt[one] / np.maximum(smm[one], 1e-12), 0.0
+    c = target.mean(1) - a * m.mean(1) - b * h.mean(1)
+    return a, b, c
+
+
 def forward_model(xn: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``y`` blurred and scaled plane by plane to explain ``xn`` best (least squares on a lateral subsample; the
-    blur from a small grid, gain and offset smoothed along Z)."""
-    sub = (slice(None), slice(None, None, 2), slice(None, None, 2)) if y.ndim == 3 else (slice(None, None, 2),) * 2
-    target = xn[sub].reshape(len(xn) if y.ndim == 3 else 1, -1)
-    best = None
-    for sa, sl in _BLURS if y.ndim == 3 else [(0.0, b) for b in (0.0, 1.0, 2.0, 3.0)]:
-        sig = (sa, sl, sl) if y.ndim == 3 else (sl, sl)
-        fy = ndimage.gaussian_filter(y, sig) if sa or sl else y
-        m = fy[sub].reshape(target.shape)
-        mm, mt = m.mean(1, keepdims=True), target.mean(1, keepdims=True)
-        gain = ((m - mm) * (target - mt)).sum(1) / np.maximum(((m - mm) ** 2).sum(1), 1e-12)
-        off = mt[:, 0] - gain * mm[:, 0]
-        if y.ndim == 3 and len(gain) > 4:  # attenuation and gain vary smoothly with depth
-            gain, off = ndimage.gaussian_filter1d(gain, 2.0), ndimage.gaussian_filter1d(off, 2.0)
-        err = float(np.mean((target - (gain[:, None] * m + off[:, None])) ** 2))
-        if best is None or err < best[0]:
-            best = (err, fy, gain, off)
-    assert best is not None
-    _, fy, gain, off = best
-    shape = (-1,) + (1,) * (y.ndim - 1)
-    return (gain.reshape(shape) * fy + off.reshape(shape)).astype(np.float32)
+    """``y`` as the single view would show it, fitted to explain ``xn``: blurred, plus a haze of scattered light,
+    scaled plane by plane (least squares on a lateral subsample). The blur comes from a small grid, chosen per
+    plane in a volume: a single view's PSF widens with depth, so one blur for the whole volume would call the
+    network's (correct) sharpening of deep planes inconsistent; without the haze, its (correct) removal of
+    scattered light between structures would be. Gains and offset are smoothed along Z (attenuation varies
+    smoothly with depth)."""
+    vol = y.ndim == 3
+    y3 = y if vol else y[None]
+    x3 = xn if vol else xn[None]
+    sub = (slice(None), slice(None, None, 2), slice(None, None, 2))
+    target = x3[sub].reshape(len(x3), -1)
+    haze = _haze(y3) if vol else _haze(y)[None]
+    h = haze[sub].reshape(target.shape)
+    best_err = np.full(target.shape[0], np.inf)
+    out = np.empty(y3.shape, np.float32)
+    for sl in _LATERAL:
+        lat = ndimage.gaussian_filter(y3, (0.0, sl, sl)) if sl else y3
+        for sa in _AXIAL if vol else (0.0,):
+            fy = ndimage.gaussian_filter1d(lat, sa, axis=0) if sa else lat
+            m = fy[sub].reshape(target.shape)
+            a, b, c = _fit(target, m, h)
+            if vol and len(a) > 4:
+                a, b, c = (ndimage.gaussian_filter1d(v, 2.0) for v in (a, b, c))
+            err = np.mean((target - (a[:, None] * m + b[:, None] * h + c[:, None])) ** 2, axis=1)
+            if vol and len(err) > 4:  # neighbouring planes see nearly the same PSF: a stable choice along Z
+                err = ndimage.gaussian_filter1d(err, 2.0)
+            better = err < best_err
+            if better.any():
+                best_err[better] = err[better]
+                col = (-1, 1, 1)
+                out[better] = (a.reshape(col) * fy + b.reshape(col) * haze + c.reshape(col))[better]
+    return out if vol else out[0]
 
 
 def consistency(xn: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -156,20 +210,38 @@ def gate(
     comp = competence(score, cal)
     shape = tuple(xn.shape)
     w = out if out is not None else np.zeros(shape, np.float32)
+    density, fraction = 1.0, None
     for c in range(shape[0]) if channels else [None]:
         lead = () if c is None else (c,)
         space = shape[1:] if channels else shape
         if len(space) == 2:
-            w[lead] = weight_map(np.asarray(xn[lead], np.float32), np.asarray(y[lead], np.float32)) * comp
-            continue
-        for z0 in range(0, space[0], SLAB):
-            z1 = min(space[0], z0 + SLAB)
-            a, b = max(0, z0 - _HALO), min(space[0], z1 + _HALO)
-            sl = lead + (slice(a, b),)
-            part = weight_map(np.asarray(xn[sl], np.float32), np.asarray(y[sl], np.float32))
-            w[lead + (slice(z0, z1),)] = part[z0 - a : z1 - a] * comp
+            x2 = np.asarray(xn[lead], np.float32)
+            w[lead] = weight_map(x2, np.asarray(y[lead], np.float32))
+            fg, count = structure_count(x2), x2.size
+        else:
+            fg, count = 0, 0
+            for z0 in range(0, space[0], SLAB):
+                z1 = min(space[0], z0 + SLAB)
+                a, b = max(0, z0 - _HALO), min(space[0], z1 + _HALO)
+                sl = lead + (slice(a, b),)
+                x3 = np.asarray(xn[sl], np.float32)
+                w[lead + (slice(z0, z1),)] = weight_map(x3, np.asarray(y[sl], np.float32))[z0 - a : z1 - a]
+                core = x3[z0 - a : z1 - a]
+                fg, count = fg + structure_count(core), count + core.size
+        d = density_competence(fg / max(count, 1), cal)
+        if fraction is None or d < density:  # the channel furthest from the training range speaks
+            density, fraction = min(density, d), fg / max(count, 1)
+    factor = comp * density
+    if factor < 1.0:  # one factor for the image: applied after the maps, slab by slab (the map may be on disk)
+        for c in range(shape[0]) if channels else [None]:
+            lead = () if c is None else (c,)
+            n = shape[1] if channels else shape[0]
+            for z0 in range(0, n, SLAB):
+                sl = lead + (slice(z0, min(n, z0 + SLAB)),)
+                w[sl] = np.asarray(w[sl]) * np.float32(factor)
     trusted = float(np.mean(w)) if isinstance(w, np.ndarray) else float(np.mean(np.asarray(w[...])))
-    return GateResult(w, comp, score, trusted)
+    fraction = fraction if cal is not None and cal.foreground else None
+    return GateResult(w, factor, score, trusted, fraction)
 
 
 def blend(xn: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 from fmc_ij.data.pairs import AnyPair, PatchBatches
 from fmc_ij.model_io import Calibration, GateCalibration
 from fmc_ij.nn.infer import bottleneck, channel_moments, forward_padded, moments_summary, ood_score, size_multiple
+from fmc_ij.norm import structure_count
 
 #: Training batches whose patches set the centre and spread of the activation summaries, and volumes (centre
 #: crops of validation, then training pairs) scored as in domain.
@@ -81,7 +82,7 @@ def calibrate(
     net.eval()
     probe = _Moments(net)
     mult = size_multiple(net, ndim)
-    summaries, errs, patches = [], [], []
+    summaries, errs, patches, density = [], [], [], []
     try:
         for k in range(CALIBRATION_BATCHES):  # the spread of the summaries over training patches
             x, _ = batches.batch(CALIBRATION_BASE + k, range(batch))
@@ -101,6 +102,7 @@ def calibrate(
                 summaries.append(moments_summary(moments))
             if probabilistic and i < len(val_pairs):
                 errs.append(_z_errors(out, yc, planes, output_floor))
+            density += _density(pair)
     finally:
         probe.close()
         net.train(was)
@@ -112,11 +114,18 @@ def calibrate(
         mean, std = ref.mean(0), np.maximum(ref.std(0), 1e-3)
         scores = [ood_score(s, mean, std) for s in summaries]
         gate = GateCalibration(feature_mean=mean.tolist(), feature_std=std.tolist(),
-                               in_domain=[float(v) for v in scores if v is not None])  # fmt: skip
+                               in_domain=[float(v) for v in scores if v is not None],
+                               foreground=density)  # fmt: skip
     scale = None
     if errs:  # the factor that makes mean +- Z90 * scale * sd hold 90 % of held-out voxels
         scale = float(np.quantile(np.concatenate(errs), 0.9) / Z90)
     return Calibration(gate=gate, uncertainty_scale=scale)
+
+
+def _density(pair: AnyPair) -> list[float]:
+    """Structure density of each channel of a whole (normalised) input volume, as the gate measures it."""
+    x, _ = pair.arrays(tuple(slice(None) for _ in pair.shape))
+    return [structure_count(c) / c.size for c in x]
 
 
 def _z_errors(out: torch.Tensor, target: np.ndarray, planes: bool, floor: float | None) -> np.ndarray:

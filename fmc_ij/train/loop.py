@@ -539,8 +539,15 @@ def recalibrate(run: str | os.PathLike, device: str = "auto") -> Path:
     train_pairs, val_pairs = split_by_specimen(pairs, val_fraction=cfg.data.val_fraction,
                                                val_names=cfg.data.val_names, seed=cfg.seed)  # fmt: skip
     patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
-    batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
-                           min_fg=cfg.data.min_fg, augment=False)  # fmt: skip
+    batches = PatchBatches(
+        train_pairs,
+        patch,
+        seed=cfg.seed,
+        fg_fraction=cfg.data.fg_fraction,
+        min_fg=cfg.data.min_fg,
+        augment=cfg.data.augment,
+        flip_axial=cfg.data.flip_axial,
+    )  # fmt: skip  (as training drew them)
     path = run / MODEL if run.is_dir() else run
     _calibrate_saved(path, batches, train_pairs, val_pairs, cfg, resolve_device(device))
     return path
