@@ -347,8 +347,9 @@ def _rdf(bundle: Path) -> dict:
         return yaml.safe_load(z.read("rdf.yaml"))
 
 
-def _deepimagej_ready(rdf: dict, tile: tuple[int, int, int]) -> dict:
-    """``rdf`` as deepImageJ 3.1 ran it on 128x1024x1024 (the rdf the exporter must write)."""
+def _deepimagej_ready(rdf: dict, tile: tuple[int, int, int], halo: tuple[int, int, int] = (14, 28, 28)) -> dict:
+    """``rdf`` as deepImageJ 3.1 ran the 2026-11 ``models/`` bundles on 128x1024x1024 (halo 14/28/28, a nickname,
+    a finite clip max, fixed tiles)."""
     rdf = json.loads(json.dumps(rdf))
     rdf.setdefault("config", {}).setdefault("bioimageio", {})["nickname"] = "fmc-ij-care3d-nucleus"
     for step in rdf["outputs"][0]["postprocessing"]:
@@ -356,17 +357,20 @@ def _deepimagej_ready(rdf: dict, tile: tuple[int, int, int]) -> dict:
             step["kwargs"]["max"] = 1.0e30
     for ax, t in zip([a for a in rdf["inputs"][0]["axes"] if a["type"] == "space"], tile):
         ax["size"] = t
+    for ax, h in zip([a for a in rdf["outputs"][0]["axes"] if a["type"] == "space"], halo):
+        ax["halo"] = h
     return rdf
 
 
 @pytest.mark.parametrize("bundle", sorted(MODELS.glob("*.zip")), ids=lambda p: p.name)
 def test_bundle_problems_names_what_stops_deepimagej(bundle):
     rdf = _rdf(bundle)
-    known = ("clip needs both min and max", "friend-N", "parametrised input sizes")  # issue 24, bundles of 2026-11
-    assert all(any(k in p for k in known) for p in fiji.bundle_problems(rdf))  # nothing else stops deepImageJ
+    assert fiji.bundle_problems(rdf) == []  # the shipped bundles run in deepImageJ 3.1 as they are
+    # as run in JDLL 0.6.1 + deepImageJ 3.1 (identity engine, issue 24): 44x128x128 tiles, 1,350 on 128x1024x1024
+    assert fiji.tile_grid(rdf, (128, 1024, 1024)) == (6, 15, 15)
     fixed = _deepimagej_ready(rdf, (64, 192, 192))
     assert fiji.bundle_problems(fixed) == []
-    # the figures of the real JDLL 0.6.1 runs (issue 24): tiles of 64x192x192 with halo 14/28/28
+    # the figures of the real JDLL 0.6.1 runs of the 2026-11 bundles: tiles of 64x192x192 with halo 14/28/28
     assert fiji.tile_grid(fixed, (96, 600, 600)) == (3, 5, 5)  # 75 tiles
     assert fiji.tile_grid(fixed, (128, 1024, 1024)) == (4, 8, 8)  # 256 tiles
     assert fiji.min_image_size(fixed) == (22, 64, 64)  # JDLL refused 21x64x64 and 22x63x64, ran 22x64x64
@@ -376,6 +380,14 @@ def test_bundle_problems_names_what_stops_deepimagej(bundle):
     broken["config"]["bioimageio"]["nickname"] = "a/b/c"
     broken["documentation"] = {"source": "README.md"}
     assert len(fiji.bundle_problems(broken)) == 4
+    unfixed = json.loads(json.dumps(rdf))  # what the 2026-11 bundles lacked, each named
+    for step in unfixed["outputs"][0]["postprocessing"]:
+        if step["id"] == "clip":
+            step["kwargs"].pop("max")
+    unfixed["config"]["bioimageio"].pop("nickname")
+    problems = fiji.bundle_problems(unfixed)
+    assert len(problems) == 2 and any("clip needs both min and max" in p for p in problems)
+    assert any("friend-N" in p for p in problems)
 
 
 def test_choose_tile_fits_the_budget_and_the_network():
