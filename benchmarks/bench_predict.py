@@ -64,6 +64,10 @@ def _one(method: str, shape: tuple[int, ...], tile: list[int] | None, halo: list
     t0 = time.perf_counter()
     if method == "careamics-like":
         _careamics_like(p, img)
+    elif method in ("gate", "no-gate"):  # what `fmc-ij predict` runs, with and without the safety gate
+        from fmc_ij.predict.restore import restore
+
+        restore(p, img, axes="ZYX", gate=method == "gate", tile=tile, halo=halo, progress=False)
     else:
         predict_array(p, img, tile=tile, halo=halo, progress=False)
     dt = time.perf_counter() - t0
@@ -102,6 +106,25 @@ def main() -> None:
     for name, r in rows[:-1]:
         out.append(Row(cap, f"throughput, {name}", "Mvox/s", r["mvox_s"], peer, base["mvox_s"], "higher", note))
         out.append(Row(cap, f"peak RSS, {name}", "MiB", r["peak_mb"], peer, base["peak_mb"], note=note))
+    gate = {}
+    for child in ("no-gate:", "gate:"):  # the gate's cost (issue 23: at most 1.5x the prediction time)
+        cmd = [sys.executable, __file__, "--shape", a.shape, "--child", child] + (["--tile", a.tile] if a.tile else [])
+        gate[child] = json.loads(
+            subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
+    raw, gated = gate["no-gate:"]["seconds"], gate["gate:"]["seconds"]
+    print(f"safety gate: {gated:.1f} s with, {raw:.1f} s without ({gated / raw:.2f}x)")
+    out.append(
+        Row(
+            f"safety gate, prediction {a.shape.replace(',', 'x')}",
+            "time with the gate",
+            "s",
+            gated,
+            "its budget: 1.5x the time without",
+            1.5 * raw,
+            note=f"{gated / raw:.2f}x the prediction without the gate ({raw:.1f} s); random weights",
+        )
+    )
     emit(out)
 
 
