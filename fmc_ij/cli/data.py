@@ -62,7 +62,8 @@ def simulate(
     if kind in ("lightsheet", "all"):
         try:
             cfg = LightSheetConfig(
-                shape=_parse_ints(shape, "--shape", 3), spacing=_parse_floats(spacing or "1.0,0.4,0.4", "--spacing", 3)
+                shape=_parse_ints(shape, "--shape", 3),
+                **({"spacing": _parse_floats(spacing, "--spacing", 3)} if spacing else {}),
             )
         except ValueError as e:
             raise FmcInputError(str(e)) from None

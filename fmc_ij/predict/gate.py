@@ -161,10 +161,11 @@ def forward_model(xn: np.ndarray, y: np.ndarray) -> np.ndarray:
             if vol and len(err) > 4:  # neighbouring planes see nearly the same PSF: a stable choice along Z
                 err = ndimage.gaussian_filter1d(err, 2.0)
             better = err < best_err
-            if better.any():
+            if better.any():  # only the planes this blur explains best are written (not the whole volume)
                 best_err[better] = err[better]
                 col = (-1, 1, 1)
-                out[better] = (a.reshape(col) * fy + b.reshape(col) * haze + c.reshape(col))[better]
+                a, b, c = (v[better].reshape(col) for v in (a, b, c))
+                out[better] = a * fy[better] + b * haze[better] + c
     return out if vol else out[0]
 
 

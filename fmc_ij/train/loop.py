@@ -365,15 +365,7 @@ def _train_one(
         raise FmcInputError(f"batch {cfg.data.batch} does not split over {dd.world} processes; use a multiple")
     mcfg = cfg.model.resolve_pool(train_pairs[0].spacing)
     cfg = cfg.model_copy(update={"model": mcfg})
-    patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
-    if cfg.data.mode == "projection":  # the projection must see whole stacks: the patch spans Z
-        zs = sorted({p.shape[0] for p in train_pairs})
-        if len(zs) > 1:
-            raise FmcInputError(f"projection training needs volumes of one Z size, got {zs}; crop or pad them")
-        patch = [zs[0], *patch[1:]]
-    batches = PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
-                           min_fg=cfg.data.min_fg, augment=cfg.data.augment,
-                           flip_axial=cfg.data.flip_axial)  # fmt: skip
+    batches = _patch_batches(train_pairs, cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if init_state is not None:
@@ -529,27 +521,27 @@ def _train_one(
     return TrainResult(out, step, best_step, best, stopped, history)
 
 
+def _patch_batches(train_pairs: list[AnyPair], cfg: TrainConfig) -> PatchBatches:
+    """The training patches of ``cfg`` (training draws them; calibration measures the same again)."""
+    patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
+    if cfg.data.mode == "projection":  # the projection must see whole stacks: the patch spans Z
+        zs = sorted({p.shape[0] for p in train_pairs})
+        if len(zs) > 1:
+            raise FmcInputError(f"projection training needs volumes of one Z size, got {zs}; crop or pad them")
+        patch = [zs[0], *patch[1:]]
+    return PatchBatches(train_pairs, patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction,
+                        min_fg=cfg.data.min_fg, augment=cfg.data.augment,
+                        flip_axial=cfg.data.flip_axial)  # fmt: skip
+
+
 def recalibrate(run: str | os.PathLike, device: str = "auto") -> Path:
     """Measure again the calibration of a trained run (``model.pt`` and its training data, as in its config), e.g.
     for a model trained before calibration existed; returns the model file."""
-    run = Path(run)
-    saved = read_one(run / MODEL if run.is_dir() else run)
-    cfg = TrainConfig.from_dict(saved.training or {})
-    pairs = _load_pairs(cfg)
-    train_pairs, val_pairs = split_by_specimen(pairs, val_fraction=cfg.data.val_fraction,
+    path = Path(run) / MODEL if Path(run).is_dir() else Path(run)
+    cfg = TrainConfig.from_dict(read_one(path).training or {})
+    train_pairs, val_pairs = split_by_specimen(_load_pairs(cfg), val_fraction=cfg.data.val_fraction,
                                                val_names=cfg.data.val_names, seed=cfg.seed)  # fmt: skip
-    patch = cfg.data.patch if len(cfg.data.patch) == len(train_pairs[0].shape) else [1, *cfg.data.patch]
-    batches = PatchBatches(
-        train_pairs,
-        patch,
-        seed=cfg.seed,
-        fg_fraction=cfg.data.fg_fraction,
-        min_fg=cfg.data.min_fg,
-        augment=cfg.data.augment,
-        flip_axial=cfg.data.flip_axial,
-    )  # fmt: skip  (as training drew them)
-    path = run / MODEL if run.is_dir() else run
-    _calibrate_saved(path, batches, train_pairs, val_pairs, cfg, resolve_device(device))
+    _calibrate_saved(path, _patch_batches(train_pairs, cfg), train_pairs, val_pairs, cfg, resolve_device(device))
     return path
 
 
