@@ -12,6 +12,9 @@ Models (one CARE 3D network for both channels, the ``care3d`` preset, ``--minute
 - ``random``: trained on randomised specimens and optics (:meth:`LightSheetConfig.randomized`), tested on every
   study and the real volumes.
 
+And the shipped ``models/`` bundles (one per channel), run as a new user would on the real volumes: the issue's
+first finding.
+
 Each is scored three ways: the network alone (``--gate off``), Wodzinski & Mueller's difference weighting
 (``--fallback difference``), and fmc-ij's default gate (:mod:`fmc_ij.predict.gate`).
 
@@ -133,6 +136,22 @@ def score(model: Path, folder: Path, tmp: Path) -> list[dict]:
     return rows
 
 
+def score_bundles(folder: Path, tmp: Path) -> list[dict]:
+    """The shipped bundles (``models/fmc-ij-care3d-<channel>.zip``) on the images of their channel."""
+    rows = []
+    for ch in ("nucleus", "membrane"):
+        bundle = ROOT / "models" / f"fmc-ij-care3d-{ch}.zip"
+        if not bundle.exists():
+            continue
+        sub = tmp / f"{ch}-in"
+        sub.mkdir(parents=True, exist_ok=True)
+        for f in folder.glob(f"image_*_{ch}_*.tif"):
+            if not (sub / f.name).exists():
+                (sub / f.name).symlink_to(f.resolve())
+        rows += score(bundle, sub, tmp / ch)
+    return rows
+
+
 def summarise(results: dict[str, list[dict]]) -> str:
     lines = [
         "| model / test set | channel | n | raw mean | raw worst | difference mean | difference worst | gate mean | "
@@ -173,6 +192,7 @@ def main() -> None:
     for s in names:
         results[f"random on {s}"] = score(m, a.work / "studies" / s, a.work / "tmp" / f"random-{s}")
     results["random on real"] = score(m, a.work / "real", a.work / "tmp" / "random-real")
+    results["models/ bundles on real"] = score_bundles(a.work / "real", a.work / "tmp" / "bundles-real")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "generalisation.json").write_text(json.dumps(results, indent=1))
     table = summarise(results)

@@ -143,6 +143,29 @@ def test_structure_density_outside_the_training_range_keeps_the_input():
     assert verdict.density == pytest.approx(frac) and "structure density" in verdict.describe()
 
 
+def test_a_network_that_drops_most_of_the_input_light_is_not_trusted():
+    """Trained volumes kept 50-80 % of their light above the background: an output that keeps a quarter (the
+    widefield glow of a sparse neuron called background) is outside the model's experience, one that keeps
+    45 % is within the margin; the share is measured the same in slabs as whole."""
+    cal = GateCalibration(kept_light=[0.5, 0.65, 0.8])
+    assert G.light_competence(0.45, cal) == G.light_competence(0.9, cal) == 1.0
+    assert G.light_competence(0.24, cal) == G.light_competence(1.7, cal) == 0.0
+    assert 0.0 < G.light_competence(0.3, cal) < 1.0 and G.light_competence(0.24, GateCalibration()) == 1.0
+    x = _blobs(seed=5)
+    x = x / np.percentile(x, 99.8)
+    glow = ndimage.gaussian_filter(x, 4.0)
+    xn = x + 4.0 * glow  # what the input shows: the structure in a broad glow
+    kept = G.gate(xn, x, cal=cal)  # the network removed the glow: most of the light
+    share = float(np.clip(x, 0, None).sum() / np.clip(xn, 0, None).sum())
+    assert share < 0.3 and kept.kept == pytest.approx(share, rel=1e-5)
+    assert kept.competence == 0.0
+    assert f"light kept {share:.2f}, beyond its training range: trust x0.00" in kept.describe()
+    mild = G.gate(xn, 0.8 * xn, cal=cal)
+    assert mild.kept == pytest.approx(0.8, rel=1e-5) and mild.competence == 1.0 and "beyond" not in mild.describe()
+    big = np.concatenate([xn] * 5)  # more planes than one slab: the sums add up to the same share
+    assert G.gate(big, np.concatenate([x] * 5), cal=cal).kept == pytest.approx(share, rel=1e-5)
+
+
 def test_training_calibrates_the_gate_and_recalibrate_measures_it_again(tmp_path):
     """A trained run carries its gate calibration (activation statistics from training patches, in-domain scores
     and structure densities of its volumes); ``recalibrate`` measures the same again from the run's own data."""
@@ -159,7 +182,9 @@ def test_training_calibrates_the_gate_and_recalibrate_measures_it_again(tmp_path
     first = read_model(tmp_path / "run").contract.calibration.gate
     assert first is not None and len(first.in_domain) == len(first.foreground) == 4  # 2 specimens x 2 channels
     assert all(0.0 < f < 1.0 for f in first.foreground) and len(first.feature_mean) == len(first.feature_std)
+    assert len(first.kept_light) == 4 and all(0.0 < k < 5.0 for k in first.kept_light)
     recalibrate(tmp_path / "run", device="cpu")
     again = read_model(tmp_path / "run").contract.calibration.gate
     np.testing.assert_allclose(again.foreground, first.foreground)
+    np.testing.assert_allclose(again.kept_light, first.kept_light, rtol=1e-4)
     np.testing.assert_allclose(again.in_domain, first.in_domain, rtol=1e-4)

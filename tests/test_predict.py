@@ -197,6 +197,15 @@ def test_inputs_are_brought_to_the_training_voxel_size_and_back(tmp_path, capsys
     at_model = predict_array(model, small, normalizer=Normalizer.fit(fine), progress=False).image
     np.testing.assert_allclose(np.asarray(got.image), zoom_to(at_model, (), shape=fine.shape), atol=1e-5)
     assert got.normalizer == Normalizer.fit(fine)  # the output maps back to the input's own intensities
+    from fmc_ij.predict import gate as G
+
+    gated = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.2, "X": 0.2}, unit="µm", progress=False)
+    norm = Normalizer.fit(fine)  # the gate judges the network where it ran (the model's grid); its map comes back
+    w_model = np.asarray(G.gate(norm(small), at_model).weight)
+    w = np.asarray(gated.gate.weight)
+    assert w.shape == fine.shape and gated.gate.trusted == pytest.approx(float(w.mean()))
+    np.testing.assert_allclose(w, np.clip(zoom_to(w_model, (), shape=fine.shape), 0, 1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(gated.image), G.blend(norm(fine), np.asarray(got.image), w), atol=1e-5)
     same = restore(model, fine, axes="ZYX", spacing={"Z": 1.0, "Y": 0.4, "X": 0.4}, unit="µm", gate=False,
                    progress=False)  # fmt: skip
     np.testing.assert_allclose(np.asarray(same.image), predict_array(model, fine, progress=False).image, atol=1e-6)

@@ -75,6 +75,8 @@ class GateCalibration(_Strict):
     in_domain: list[float] = Field(default_factory=list)
     #: The structure density (fraction of the normalised input above the gate's level) of those volumes.
     foreground: list[float] = Field(default_factory=list)
+    #: The share of the input's light (above the normalised background) the network kept on those volumes.
+    kept_light: list[float] = Field(default_factory=list)
 
 
 class Calibration(_Strict):

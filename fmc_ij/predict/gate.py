@@ -15,6 +15,11 @@ Two signals, combined into one gate map ``w`` in [0, 1]; the output is ``input +
    organoids meets a sparse neuron (or a tightly cropped tissue) outside its prior, and its model of background
    and structure no longer holds (measured: sparse real volumes made much worse with every voxel "consistent").
    Trust falls from :data:`DENSITY_FULL` x beyond that range to none at :data:`DENSITY_ZERO` x.
+   A third factor checks the **light the network kept**: the output's light above the normalised background
+   (``sum(max(y, 0)) / sum(max(x, 0))``) against the training volumes' range, with the same ramp. Removing haze
+   and out-of-focus blur takes a share of the input's light that the training physics bounds; a network that
+   calls most of the input background (the widefield glow around a sparse neuron: a quarter kept, against half
+   or more on every training volume) has met light it does not know, and its "restoration" is a guess.
 2. **Consistency** (a map): the prediction, degraded by a forward model fitted to the input (a Gaussian blur and a
    gain and offset per plane, smooth along Z), must explain the input: a local SSIM between the two at the
    metric's scale, its constants set by the input's noise. Where the network removed structure the input shows,
@@ -26,7 +31,7 @@ without calibration (written before it existed) get the consistency map alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,7 +47,8 @@ from fmc_ij.norm import structure_count
 OOD_FULL = 1.25
 #: ... to none at this multiple.
 OOD_ZERO = 2.0
-#: Trust is full up to this factor beyond the training volumes' structure-density range, none from the second on.
+#: Trust is full up to this factor beyond the training volumes' range of structure density (and of kept light),
+#: none from the second on.
 DENSITY_FULL, DENSITY_ZERO = 1.25, 2.0
 #: Consistency ramp (local SSIM between input and forward-modelled prediction): no trust below, full above. Low:
 #: only clear contradictions (removed or invented structure) fall back; a forward model of a few parameters
@@ -59,19 +65,27 @@ HAZE_SIGMA = (3.0, 12.0, 12.0)
 @dataclass
 class GateResult:
     """The gate map and why: ``trusted`` is its mean, ``competence`` the per-image factor (1 when uncalibrated),
-    ``ood`` the image's out-of-distribution score (None when uncalibrated), ``density`` its structure density
-    (None when the calibration has no range for it)."""
+    ``ood`` the image's out-of-distribution score (None when uncalibrated), ``density`` its structure density and
+    ``kept`` the share of its light the network kept (None when the calibration has no range for them)."""
 
     weight: Any
     competence: float
     ood: float | None
     trusted: float
     density: float | None = None
+    kept: float | None = None
+    #: Each per-image factor of ``competence`` by name (``ood``, ``density``, ``light``): which one cut the trust.
+    factors: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        parts = [] if self.ood is None else [f"out-of-distribution score {self.ood:.2f}"]
-        parts += [] if self.density is None else [f"structure density {self.density:.3f}"]
-        why = f" ({', '.join(parts)}; competence {self.competence:.2f})" if parts else ""
+        def part(key: str, text: str) -> list[str]:
+            f = self.factors.get(key, 1.0)
+            return [text + (f", beyond its training range: trust x{f:.2f}" if f < 1.0 else "")]
+
+        parts = [] if self.ood is None else part("ood", f"out-of-distribution score {self.ood:.2f}")
+        parts += [] if self.density is None else part("density", f"structure density {self.density:.3f}")
+        parts += [] if self.kept is None else part("light", f"light kept {self.kept:.2f}")
+        why = f" ({'; '.join(parts)}; competence {self.competence:.2f})" if parts else ""
         return f"gate: {100 * self.trusted:.0f}% of the volume from the network, the rest from the input{why}"
 
 
@@ -94,14 +108,30 @@ def competence(score: float | None, cal: GateCalibration | None) -> float:
     return float(np.clip((hi - score) / (hi - lo), 0.0, 1.0))
 
 
-def density_competence(fraction: float | None, cal: GateCalibration | None) -> float:
-    """1 within :data:`DENSITY_FULL` x the training volumes' range of structure density, 0 beyond
-    :data:`DENSITY_ZERO` x (either way: sparser or denser), linear between."""
-    if fraction is None or cal is None or not cal.foreground:
+def range_competence(value: float | None, reference: list[float] | None) -> float:
+    """1 within :data:`DENSITY_FULL` x the range of ``reference`` (the training volumes' values), 0 beyond
+    :data:`DENSITY_ZERO` x (either way: below or above), linear between; 1 without a reference."""
+    if value is None or not reference:
         return 1.0
-    lo, hi = min(cal.foreground), max(cal.foreground)
-    fold = max(lo / max(fraction, 1e-9), fraction / max(hi, 1e-9), 1.0)
+    lo, hi = min(reference), max(reference)
+    fold = max(lo / max(value, 1e-9), value / max(hi, 1e-9), 1.0)
     return float(np.clip((DENSITY_ZERO - fold) / (DENSITY_ZERO - DENSITY_FULL), 0.0, 1.0))
+
+
+def density_competence(fraction: float | None, cal: GateCalibration | None) -> float:
+    """:func:`range_competence` of the image's structure density against the training volumes'."""
+    return range_competence(fraction, cal.foreground if cal is not None else None)
+
+
+def kept_light(xn: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The light above the normalised background in the output ``y`` and in the input ``xn`` (sums, so slabs add
+    up; their ratio is the share of the input's light the network kept)."""
+    return float(np.clip(y, 0.0, None).sum(dtype=np.float64)), float(np.clip(xn, 0.0, None).sum(dtype=np.float64))
+
+
+def light_competence(kept: float | None, cal: GateCalibration | None) -> float:
+    """:func:`range_competence` of the share of light the network kept against its training volumes'."""
+    return range_competence(kept, cal.kept_light if cal is not None else None)
 
 
 def noise_sigma(x: np.ndarray) -> float:
@@ -211,28 +241,34 @@ def gate(
     comp = competence(score, cal)
     shape = tuple(xn.shape)
     w = out if out is not None else np.zeros(shape, np.float32)
-    density, fraction = 1.0, None
+    density, fraction, light, kept = 1.0, None, 1.0, None
     for c in range(shape[0]) if channels else [None]:
         lead = () if c is None else (c,)
         space = shape[1:] if channels else shape
-        if len(space) == 2:
-            x2 = np.asarray(xn[lead], np.float32)
-            w[lead] = weight_map(x2, np.asarray(y[lead], np.float32))
-            fg, count = structure_count(x2), x2.size
-        else:
-            fg, count = 0, 0
-            for z0 in range(0, space[0], SLAB):
-                z1 = min(space[0], z0 + SLAB)
+        slabs = [(0, 1)] if len(space) == 2 else [(z0, min(space[0], z0 + SLAB)) for z0 in range(0, space[0], SLAB)]
+        fg, count, out_light, in_light = 0, 0, 0.0, 0.0
+        for z0, z1 in slabs:
+            if len(space) == 2:
+                x3, y3 = np.asarray(xn[lead], np.float32), np.asarray(y[lead], np.float32)
+                w[lead] = weight_map(x3, y3)
+                core, core_y = x3, y3
+            else:
                 a, b = max(0, z0 - _HALO), min(space[0], z1 + _HALO)
                 sl = lead + (slice(a, b),)
-                x3 = np.asarray(xn[sl], np.float32)
-                w[lead + (slice(z0, z1),)] = weight_map(x3, np.asarray(y[sl], np.float32))[z0 - a : z1 - a]
-                core = x3[z0 - a : z1 - a]
-                fg, count = fg + structure_count(core), count + core.size
+                x3, y3 = np.asarray(xn[sl], np.float32), np.asarray(y[sl], np.float32)
+                w[lead + (slice(z0, z1),)] = weight_map(x3, y3)[z0 - a : z1 - a]
+                core, core_y = x3[z0 - a : z1 - a], y3[z0 - a : z1 - a]
+            fg, count = fg + structure_count(core), count + core.size
+            o, i = kept_light(core, core_y)
+            out_light, in_light = out_light + o, in_light + i
         d = density_competence(fg / max(count, 1), cal)
         if fraction is None or d < density:  # the channel furthest from the training range speaks
             density, fraction = min(density, d), fg / max(count, 1)
-    factor = comp * density
+        share = out_light / max(in_light, 1e-12)
+        k = light_competence(share, cal)
+        if kept is None or k < light:
+            light, kept = min(light, k), share
+    factor = comp * density * light
     if factor < 1.0:  # one factor for the image: applied after the maps, slab by slab (the map may be on disk)
         for c in range(shape[0]) if channels else [None]:
             lead = () if c is None else (c,)
@@ -242,7 +278,8 @@ def gate(
                 w[sl] = np.asarray(w[sl]) * np.float32(factor)
     trusted = float(np.mean(w)) if isinstance(w, np.ndarray) else float(np.mean(np.asarray(w[...])))
     fraction = fraction if cal is not None and cal.foreground else None
-    return GateResult(w, factor, score, trusted, fraction)
+    kept = kept if cal is not None and cal.kept_light else None
+    return GateResult(w, factor, score, trusted, fraction, kept, {"ood": comp, "density": density, "light": light})
 
 
 def blend(xn: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ def restore(
     scale = rs.plan(predictor.contract, axes, spacing, unit) if resample else None  # type: ignore[arg-type]
     if scale is not None and scale.needed:
         rs.check_scale(scale, strict)
-        res = _restore_resampled(predictor, image, scale, engine, axes, spacing, tiling)
+        return _restore_resampled(predictor, image, scale, engine, axes, spacing, tiling, gate)
     else:
         pred = engine(predictor, image, out=out, uncertainty_out=uncertainty_out, **tiling)
         res = Restored(pred.image, pred.uncertainty, pred.normalizer, axes, spacing, features=pred.features)
@@ -162,14 +162,27 @@ def _slabs(shape: tuple[int, ...], channels: bool) -> list[tuple]:
 
 def _restore_resampled(
     predictor: Predictor, image: Any, scale: rs.ScalePlan, engine: Engine, axes: str, spacing: dict[str, float],
-    tiling: dict[str, Any],
+    tiling: dict[str, Any], gate: bool,
 ) -> Restored:  # fmt: skip
-    """The same-grid task on the image brought to the model's voxel size, the result brought back (in memory)."""
+    """The same-grid task on the image brought to the model's voxel size, the result brought back (in memory).
+    The gate judges the network where it ran, on the model's grid (a downsampled input costs the gate no more than
+    the network), and its map is brought back like the result."""
     _log.info(scale.describe())
     x = np.asarray(image, np.float32)
     fit = ChannelNormalizer.fit if predictor.channels > 1 else Normalizer.fit
     norm = tiling.pop("normalizer", None) or fit(x, predictor.pmin, predictor.pmax)  # the input's own scaling
-    pred = engine(predictor, rs.zoom_to(x, scale.zoom), normalizer=norm, **tiling)
+    xz = rs.zoom_to(x, scale.zoom)
+    pred = engine(predictor, xz, normalizer=norm, **tiling)
+    verdict = None
+    if gate:
+        cal = predictor.contract.calibration.gate  # type: ignore[union-attr]
+        verdict = G.gate(norm(xz), pred.image, pred.features, cal, channels=predictor.channels > 1)
     back = [rs.zoom_to(np.asarray(a), (), shape=x.shape) if a is not None else None
             for a in (pred.image, pred.uncertainty)]  # fmt: skip
-    return Restored(back[0], back[1], norm, axes, spacing, features=pred.features)
+    res = Restored(back[0], back[1], norm, axes, spacing, features=pred.features)
+    if verdict is None:
+        return res
+    w = np.clip(rs.zoom_to(np.asarray(verdict.weight), (), shape=x.shape), 0.0, 1.0)
+    verdict = dataclasses.replace(verdict, weight=w, trusted=float(w.mean()))
+    _log.info(verdict.describe())
+    return dataclasses.replace(res, image=G.blend(norm(x), res.image, w), gate=verdict)

@@ -3,7 +3,8 @@
 - **Gate statistics**: the summary of the network's deepest activations (per channel mean and spread over a whole
   volume) on training and validation volumes (in domain by definition): their mean and spread, and each volume's
   out-of-distribution score against them. The prediction gate (:mod:`fmc_ij.predict.gate`) trusts the network
-  fully up to these scores and not at all well beyond them.
+  fully up to these scores and not at all well beyond them. Also each volume's structure density and the share of
+  its light the network kept: the ranges a new image is compared with.
 - **Uncertainty scale**: for a probabilistic model, the factor that makes ``mean +- 1.645 sd`` cover 90 % of the
   validation voxels (the Laplace head is trained on training patches; held-out data is what counts).
 """
@@ -82,7 +83,7 @@ def calibrate(
     net.eval()
     probe = _Moments(net)
     mult = size_multiple(net, ndim)
-    summaries, errs, patches, density = [], [], [], []
+    summaries, errs, patches, density, kept = [], [], [], [], []
     try:
         for k in range(CALIBRATION_BATCHES):  # the spread of the summaries over training patches
             x, _ = batches.batch(CALIBRATION_BASE + k, range(batch))
@@ -103,6 +104,7 @@ def calibrate(
             if probabilistic and i < len(val_pairs):
                 errs.append(_z_errors(out, yc, planes, output_floor))
             density += _density(pair)
+            kept += _kept_light(out, xc, planes)
     finally:
         probe.close()
         net.train(was)
@@ -115,7 +117,7 @@ def calibrate(
         scores = [ood_score(s, mean, std) for s in summaries]
         gate = GateCalibration(feature_mean=mean.tolist(), feature_std=std.tolist(),
                                in_domain=[float(v) for v in scores if v is not None],
-                               foreground=density)  # fmt: skip
+                               foreground=density, kept_light=kept)  # fmt: skip
     scale = None
     if errs:  # the factor that makes mean +- Z90 * scale * sd hold 90 % of held-out voxels
         scale = float(np.quantile(np.concatenate(errs), 0.9) / Z90)
@@ -126,6 +128,17 @@ def _density(pair: AnyPair) -> list[float]:
     """Structure density of each channel of a whole (normalised) input volume, as the gate measures it."""
     x, _ = pair.arrays(tuple(slice(None) for _ in pair.shape))
     return [structure_count(c) / c.size for c in x]
+
+
+def _kept_light(out: torch.Tensor, x: np.ndarray, planes: bool) -> list[float]:
+    """Per channel, the share of the input's light above the normalised background that the output kept, as the
+    gate measures it (none for tasks whose output lies on another grid)."""
+    c = x.shape[0]
+    o = (out.transpose(0, 1) if planes else out[0])[:c].cpu().numpy()
+    if o.shape != x.shape:
+        return []
+    return [float(np.clip(o[k], 0, None).sum(dtype=np.float64) / max(np.clip(x[k], 0, None).sum(dtype=np.float64),
+                                                                       1e-12)) for k in range(c)]  # fmt: skip
 
 
 def _z_errors(out: torch.Tensor, target: np.ndarray, planes: bool, floor: float | None) -> np.ndarray:
