@@ -52,17 +52,17 @@ TEST_WORKERS ?= 2
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra --durations=20 -n $(TEST_WORKERS) --dist loadfile
 
-# Benchmarks against the peers (benchmarks/RESULTS.md, about 25 min on 2 cores). Each peer gets its own venv
+# Benchmarks against the peers (benchmarks/RESULTS.md, about 90 min on 2 cores: three training budgets per tool). Each peer gets its own venv
 # under $(PEERS_DIR) (CAREamics with a torchvision stand-in, CSBDeep on tensorflow-cpu, NanoPyx, scikit-image);
 # the product never imports them.
 PEERS_DIR ?= $(or $(FMC_BENCH_PEERS),.bench/peers)
 PEERS ?= skimage nanopyx csbdeep careamics
-FMC_BENCH_BUDGET ?= 240
+FMC_BENCH_BUDGETS ?= 60,240,900
 bench-peers:
 	@for p in $(PEERS); do PYTHON=$(PYTHON) benchmarks/peers/setup.sh $$p $(PEERS_DIR)/$$p || exit 1; done
 
 bench: $(STAMP) system-deps bench-peers
-	FMC_BENCH_PEERS=$(abspath $(PEERS_DIR)) FMC_BENCH_BUDGET=$(FMC_BENCH_BUDGET) $(BIN)/python benchmarks/run.py
+	FMC_BENCH_PEERS=$(abspath $(PEERS_DIR)) FMC_BENCH_BUDGETS=$(FMC_BENCH_BUDGETS) $(BIN)/python benchmarks/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check fmc_ij tests benchmarks models

@@ -96,7 +96,7 @@ def main() -> int:
     tmp_store = store.with_suffix(".json.tmp")
     tmp_store.write_text(json.dumps({"rows": rows, "timings": timings, "failures": failures}, indent=1), "utf-8")
     tmp_store.replace(store)
-    text = render(rows, machine(), timings, failures, os.environ.get("FMC_BENCH_BUDGET", "240"))
+    text = render(rows, machine(), timings, failures, os.environ.get("FMC_BENCH_BUDGETS", "60,240,900"))
     tmp_out = a.out.with_suffix(".md.tmp")
     tmp_out.write_text(text, encoding="utf-8")
     tmp_out.replace(a.out)

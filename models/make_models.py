@@ -66,7 +66,11 @@ def main() -> None:
         simulate_lightsheet_dataset(new, n=2, seed=2, randomize=True)
     for ch in ("nucleus", "membrane"):
         run = work / f"care3d-{ch}"
-        cfg = TrainConfig.from_preset("care3d", data={"root": str(data), "channels": [ch]}, max_minutes=a.minutes)
+        # Z flips and transposed upsampling kept (the preset now drops both): a shipped model meets volumes imaged
+        # from either side, and on these randomised studies the preset's nearest upsampling scored lower on the
+        # default study's held-out specimens (nucleus 0.705 against 0.80 after 5 min; one run each).
+        cfg = TrainConfig.from_preset("care3d", data={"root": str(data), "channels": [ch], "flip_axial": True},
+                                      model={"upsample": "transposed"}, max_minutes=a.minutes)  # fmt: skip
         if not (a.reuse and (run / "model.pt").exists()):
             train(cfg, run, overwrite=True)
         default, other = _score(run, test, work, ch), _score(run, new, work, ch)
