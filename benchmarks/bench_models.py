@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _bench import Row, emit, peak_rss_mb, run_peer, run_self
+from _bench import Row, emit, peak_rss_mb, peer_python, run_peer, run_self
 from _data import ensure_data, load
 
 PATCH, BATCH = [32, 64, 64], 4
@@ -115,7 +116,13 @@ def main() -> None:
     data = ensure_data()
     budgets = [float(b) for b in a.budgets.split(",") if b.strip()]
     speed_at = min(budgets, key=lambda b: abs(b - 240))
-    tools = ["fmc-ij", *[p for p in a.peers.split(",") if p]]
+    tools = ["fmc-ij"]
+    for peer in [p for p in a.peers.split(",") if p]:
+        try:  # a peer whose venv is missing is reported; the others' rows still count
+            peer_python(peer)
+            tools.append(peer)
+        except SystemExit as e:
+            print(f"skipped: {e}", file=sys.stderr, flush=True)
     results: dict[float, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for budget in budgets:
@@ -132,6 +139,8 @@ def main() -> None:
             if budget == speed_at:
                 rows += speed_rows(ours, peer, r, note)
     emit(rows)
+    if len(tools) <= len([p for p in a.peers.split(",") if p]):
+        raise SystemExit("some peers were skipped (see above): run `make bench-peers`")
 
 
 def speed_rows(ours: dict, peer: str, r: dict, note: str) -> list[Row]:

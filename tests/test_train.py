@@ -439,7 +439,8 @@ def test_precise_batchnorm_sets_statistics_from_the_current_weights(lightsheet, 
     state, conv = saved["state_dict"], torch.nn.Conv3d(1, 4, 3, padding=1, bias=False)
     conv.weight.data.copy_(state["down.0.body.0.weight"])
     pairs = load_pairs(lightsheet)
-    b = PatchBatches(pairs, cfg.data.patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction, min_fg=cfg.data.min_fg)
+    b = PatchBatches(pairs, cfg.data.patch, seed=cfg.seed, fg_fraction=cfg.data.fg_fraction, min_fg=cfg.data.min_fg,
+                     flip_axial=cfg.data.flip_axial)  # fmt: skip
     with torch.no_grad():
         means = [conv(torch.from_numpy(b.batch(_PRECISE_BN_BASE + 3 * PRECISE_BN_BATCHES + k, range(2))[0]))
                  .mean((0, 2, 3, 4)) for k in range(PRECISE_BN_BATCHES)]  # fmt: skip
