@@ -204,8 +204,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # same 16-filter network reached 0.735 with transposed upsampling and 0.846 with Z flips (patches 32x64x64,
     # 240 s; the 32-filter network 0.766 in that time). Under DDP the BatchNorm statistics span all processes.
     "care3d": {
-        "model": {"arch": "care", "ndim": 3, "depth": 2, "base": 16, "kernel": 3, "norm": True, "residual": False,
-                  "upsample": "nearest"},
+        "model": {
+            "arch": "care",
+            "ndim": 3,
+            "depth": 2,
+            "base": 16,
+            "kernel": 3,
+            "norm": True,
+            "residual": False,
+            "upsample": "nearest",
+        },
         "optim": {"lr": 1e-3},
         "data": {"patch": [16, 64, 64], "batch": 4, "flip_axial": False},
         "loss": {"mae": 1.0, "ssim": 0.1},
