@@ -133,3 +133,15 @@ def structure_count(xn: np.ndarray) -> int:
     """Voxels of the normalised ``xn`` above :data:`FG_LEVEL`; divided by the size: the image's structure density,
     which the prediction gate compares with the training volumes' (a model's prior for how much is structure)."""
     return int(np.count_nonzero(np.asarray(xn) > FG_LEVEL))
+
+
+def light_sums(xn: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The light above the normalised background in the output ``y`` and in the input ``xn`` (sums, so slabs add
+    up; their ratio is the share of the input's light a network kept, which the prediction gate compares with the
+    training volumes')."""
+    return float(np.clip(y, 0.0, None).sum(dtype=np.float64)), float(np.clip(xn, 0.0, None).sum(dtype=np.float64))
+
+
+def kept_share(out_light: float, in_light: float) -> float:
+    """The share of the input's light the output kept, from :func:`light_sums`."""
+    return out_light / max(in_light, 1e-12)

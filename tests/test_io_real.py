@@ -48,7 +48,6 @@ def run_cli(capfd, *args):
 
 @needs_real
 def test_hdf5_dataset_found_with_its_voxel_size():
-    pytest.importorskip("h5py")
     img = io.open_lazy(OVULE)  # raw and label inside: the raw-data name wins, labels are skipped
     assert img.axes == "ZYX" and img.shape == (32, 128, 128) and img.dtype == np.uint8
     assert img.meta.unit == "µm" and img.meta.spacing == pytest.approx({"Z": 0.235, "Y": 0.15, "X": 0.15})
@@ -62,7 +61,8 @@ def test_hdf5_dataset_found_with_its_voxel_size():
 
 
 def test_hdf5_choice_errors_and_missing_h5py(tmp_path, monkeypatch):
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a core dependency
+
     p = tmp_path / "two.h5"
     with h5py.File(p, "w") as f:
         f["a"] = np.zeros((8, 16, 16), np.uint8)
@@ -137,7 +137,6 @@ def test_channel_axis_inferred_and_hinted(tmp_path):
 
 @needs_real
 def test_info_on_hdf5_and_multichannel_real_files(capfd):
-    pytest.importorskip("h5py")
     code, out, err = run_cli(capfd, "info", OVULE, "--json")
     assert code == 0, err
     d = json.loads(out)
@@ -162,7 +161,8 @@ def _evaluate(capfd, tmp_path, pred, gt, inp, name, *extra):
 def test_evaluate_on_hdf5_end_to_end(capfd, tmp_path):
     """Ground truth and input as HDF5 (the real PlantSeg volume and a noisier copy), the prediction as a TIFF of
     the same stem: matched, scored, reported."""
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a core dependency
+
     raw = io.imread(OVULE).data.astype(np.float32)
     rng = np.random.default_rng(0)
 
@@ -189,7 +189,6 @@ def test_evaluate_on_two_channel_zcyx_stack(capfd, tmp_path):
     """A 2-channel ZCYX stack without axes metadata (the real ovule volume and a second, nuclear-like channel):
     scored channel by channel; the real CYX membranes/nuclei image likewise; camera offsets do not change the
     scores (percentile normalisation)."""
-    pytest.importorskip("h5py")
     raw = io.imread(OVULE).data[8:24, 16:112, 16:112].astype(np.float32)  # a 16x96x96 part: seconds, not tens
     from scipy import ndimage
 
@@ -247,7 +246,8 @@ def test_predict_on_hdf5_and_two_channel_zcyx_stack(capfd, tmp_path):
     """``fmc-ij predict`` takes what users have: a PlantSeg HDF5 volume (written as ``<name>.tif``) and a 2-channel
     ZCYX stack without axes metadata (restored channel by channel, written back as one ZCYX image, with a ZCYX gate
     map); each result equals the prediction of the same voxels given as a plain one-channel TIFF."""
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a core dependency
+
     from fmc_ij.nn.factory import ModelConfig, build_model
     from fmc_ij.predict import load_predictor, predict_file
     from fmc_ij.train.checkpoint import save_model

@@ -138,10 +138,11 @@ def test_register_cli_units_and_hdf5_input(tmp_path, capfd):
     dataset (file.h5:/raw) is a valid LR and gets a TIFF name."""
     import json
 
+    import h5py  # a core dependency
+
     from fmc_ij.cli import main
     from fmc_ij.io import imwrite
 
-    h5py = pytest.importorskip("h5py")
     rng = np.random.default_rng(7)
     hr = (fluorescence_2d((160, 160), rng) * 100).astype(np.uint16)
     lr = ndimage.shift(hr.astype(np.float32), (2.4, -1.2), order=3, mode="nearest")[::2, ::2]

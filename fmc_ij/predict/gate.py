@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from fmc_ij.model_io import GateCalibration
 from fmc_ij.nn.infer import moments_summary, ood_score
-from fmc_ij.norm import structure_count
+from fmc_ij.norm import kept_share, light_sums, structure_count
 
 #: Trust ramps from full at this multiple of the highest in-domain score ... (measured in
 #: ``benchmarks/generalisation.py``: models helped on studies scored up to about 1.2 x, real volumes of other
@@ -121,12 +121,6 @@ def range_competence(value: float | None, reference: list[float] | None) -> floa
 def density_competence(fraction: float | None, cal: GateCalibration | None) -> float:
     """:func:`range_competence` of the image's structure density against the training volumes'."""
     return range_competence(fraction, cal.foreground if cal is not None else None)
-
-
-def kept_light(xn: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The light above the normalised background in the output ``y`` and in the input ``xn`` (sums, so slabs add
-    up; their ratio is the share of the input's light the network kept)."""
-    return float(np.clip(y, 0.0, None).sum(dtype=np.float64)), float(np.clip(xn, 0.0, None).sum(dtype=np.float64))
 
 
 def light_competence(kept: float | None, cal: GateCalibration | None) -> float:
@@ -230,6 +224,26 @@ def weight_map(xn: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(np.clip((cons - lo) / (hi - lo), 0.0, 1.0), MAP_SMOOTH).astype(np.float32)
 
 
+def _channel_map(xn, y, w, lead: tuple, space: tuple[int, ...]) -> tuple[int, int, float, float]:
+    """Write one channel's consistency map into ``w`` (a volume slab by slab, with a halo for the filters) and
+    return its structure count, voxel count and light sums (output, input) over the slabs' cores."""
+    if len(space) == 2:
+        x2, y2 = np.asarray(xn[lead], np.float32), np.asarray(y[lead], np.float32)
+        w[lead] = weight_map(x2, y2)
+        return structure_count(x2), x2.size, *light_sums(x2, y2)
+    fg, count, out_light, in_light = 0, 0, 0.0, 0.0
+    for z0 in range(0, space[0], SLAB):
+        z1 = min(space[0], z0 + SLAB)
+        a, b = max(0, z0 - _HALO), min(space[0], z1 + _HALO)
+        sl = lead + (slice(a, b),)
+        x3, y3 = np.asarray(xn[sl], np.float32), np.asarray(y[sl], np.float32)
+        w[lead + (slice(z0, z1),)] = weight_map(x3, y3)[z0 - a : z1 - a]
+        core, core_y = x3[z0 - a : z1 - a], y3[z0 - a : z1 - a]
+        o, i = light_sums(core, core_y)
+        fg, count, out_light, in_light = fg + structure_count(core), count + core.size, out_light + o, in_light + i
+    return fg, count, out_light, in_light
+
+
 def gate(
     xn, y, features: np.ndarray | None = None, cal: GateCalibration | None = None, *, channels: bool = False,
     out=None,
@@ -244,27 +258,11 @@ def gate(
     density, fraction, light, kept = 1.0, None, 1.0, None
     for c in range(shape[0]) if channels else [None]:
         lead = () if c is None else (c,)
-        space = shape[1:] if channels else shape
-        slabs = [(0, 1)] if len(space) == 2 else [(z0, min(space[0], z0 + SLAB)) for z0 in range(0, space[0], SLAB)]
-        fg, count, out_light, in_light = 0, 0, 0.0, 0.0
-        for z0, z1 in slabs:
-            if len(space) == 2:
-                x3, y3 = np.asarray(xn[lead], np.float32), np.asarray(y[lead], np.float32)
-                w[lead] = weight_map(x3, y3)
-                core, core_y = x3, y3
-            else:
-                a, b = max(0, z0 - _HALO), min(space[0], z1 + _HALO)
-                sl = lead + (slice(a, b),)
-                x3, y3 = np.asarray(xn[sl], np.float32), np.asarray(y[sl], np.float32)
-                w[lead + (slice(z0, z1),)] = weight_map(x3, y3)[z0 - a : z1 - a]
-                core, core_y = x3[z0 - a : z1 - a], y3[z0 - a : z1 - a]
-            fg, count = fg + structure_count(core), count + core.size
-            o, i = kept_light(core, core_y)
-            out_light, in_light = out_light + o, in_light + i
+        fg, count, out_light, in_light = _channel_map(xn, y, w, lead, shape[1:] if channels else shape)
         d = density_competence(fg / max(count, 1), cal)
         if fraction is None or d < density:  # the channel furthest from the training range speaks
             density, fraction = min(density, d), fg / max(count, 1)
-        share = out_light / max(in_light, 1e-12)
+        share = kept_share(out_light, in_light)
         k = light_competence(share, cal)
         if kept is None or k < light:
             light, kept = min(light, k), share

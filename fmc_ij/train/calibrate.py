@@ -17,7 +17,7 @@ import torch
 from fmc_ij.data.pairs import AnyPair, PatchBatches
 from fmc_ij.model_io import Calibration, GateCalibration
 from fmc_ij.nn.infer import bottleneck, channel_moments, forward_padded, moments_summary, ood_score, size_multiple
-from fmc_ij.norm import structure_count
+from fmc_ij.norm import kept_share, light_sums, structure_count
 
 #: Training batches whose patches set the centre and spread of the activation summaries, and volumes (centre
 #: crops of validation, then training pairs) scored as in domain.
@@ -137,8 +137,7 @@ def _kept_light(out: torch.Tensor, x: np.ndarray, planes: bool) -> list[float]:
     o = (out.transpose(0, 1) if planes else out[0])[:c].cpu().numpy()
     if o.shape != x.shape:
         return []
-    return [float(np.clip(o[k], 0, None).sum(dtype=np.float64) / max(np.clip(x[k], 0, None).sum(dtype=np.float64),
-                                                                       1e-12)) for k in range(c)]  # fmt: skip
+    return [kept_share(*light_sums(x[k], o[k])) for k in range(c)]
 
 
 def _z_errors(out: torch.Tensor, target: np.ndarray, planes: bool, floor: float | None) -> np.ndarray:
