@@ -225,3 +225,32 @@ def test_transpose_and_voxel_size():
     assert t.meta.voxel_size() == (2.0, 0.5, 0.25)
     with pytest.raises(FmcInputError):
         img.transpose("TZYX")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tile": (64, 64)},  # the fast path: tiles one after another, edge tiles padded
+        {"tile": (64, 64), "compression": "zlib"},  # tifffile decodes
+        {"byteorder": ">", "tile": (64, 64)},
+        {"byteorder": ">"},
+        {"photometric": "rgb", "planarconfig": "separate", "tile": (64, 64)},  # chunked counts the planes
+        {"photometric": "rgb", "planarconfig": "separate", "rowsperstrip": 16},
+    ],
+)
+def test_other_writers_layouts_read_exactly_in_native_order(tmp_path, kwargs):
+    # Files tifffile writes in layouts fmc-ij does not: tiled, compressed, big-endian, planar RGB. Every one reads
+    # back bit-exact and in native byte order (torch refuses big-endian arrays).
+    data = _data((3, 200, 130))
+    tifffile.imwrite(tmp_path / "x.tif", data, **kwargs)
+    img = io.imread(tmp_path / "x.tif")
+    assert img.data.dtype.isnative
+    np.testing.assert_array_equal(img.data, data)
+
+
+def test_a_truncated_tiled_file_is_one_line(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", _data((4, 256, 256)), tile=(128, 128), bigtiff=True)
+    raw = (tmp_path / "t.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) * 2 // 3])
+    with pytest.raises(FmcInputError, match="truncated|damaged|unreadable"):
+        io.imread(tmp_path / "cut.tif")

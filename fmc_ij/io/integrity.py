@@ -40,9 +40,8 @@ def check_complete(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path
     if expected is not None and int(expected) > planes:  # tifffile fell back to the planes it could find
         raise FmcInputError(f"{path}: truncated file ({planes} of {expected} planes); re-export or re-download it")
     offsets = getattr(first, "dataoffsets", ())
-    chunks = int(np.prod(getattr(first, "chunked", (len(offsets),)))) * (
-        int(getattr(first, "samplesperpixel", 1)) if getattr(first, "planarconfig", 1) == 2 else 1
-    )
+    # tifffile's ``chunked`` already counts the sample planes of a planar-separate image
+    chunks = int(np.prod(getattr(first, "chunked", (len(offsets),))))
     if offsets and chunks != len(offsets):
         raise FmcInputError(
             f"{path}: damaged tags ({len(offsets)} strips/tiles stored for an image that needs {chunks}); "
@@ -63,21 +62,6 @@ def check_pages(pages: Any, path: Path, size: int) -> None:
         offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
         if offsets and max(o + c for o, c in zip(offsets, counts)) > size:
             raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it")
-
-
-def read_contiguous(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> np.ndarray | None:
-    """An uncompressed contiguous series read in one call through tifffile's own file handle (no second pass over
-    the file's structure, as ``series.asarray`` makes); None where that does not apply (tiles, strips apart,
-    compression)."""
-    if series.dataoffset is None or getattr(series.keyframe, "compression", 1) != 1:
-        return None
-    dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-    count = int(np.prod(series.shape))
-    try:
-        out = tif.filehandle.read_array(dtype, count, offset=series.dataoffset)
-    except ValueError:  # fewer bytes than the series needs
-        raise FmcInputError(f"{path}: truncated file (pixel data past the end); re-export or re-download it") from None
-    return out.reshape(series.shape)
 
 
 def damaged(path: Path, e: BaseException, stage: str = "pixels") -> FmcInputError:

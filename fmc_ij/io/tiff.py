@@ -30,8 +30,9 @@ import tifffile
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io.atomic import atomic_path
 from fmc_ij.io.containers import is_container, open_container
-from fmc_ij.io.integrity import CheckedArray, check_complete, check_file, check_pages, damaged, read_contiguous
+from fmc_ij.io.integrity import CheckedArray, check_complete, check_file, check_pages, damaged
 from fmc_ij.io.meta import IMAGEJ_ORDER, UNIT_TO_UM, Image, ImageMeta, check_axes, meta_from_dict
+from fmc_ij.io.rawread import read_contiguous, read_tiles
 
 TiffFlavour = Literal["imagej", "ome", "fmc"]
 
@@ -204,6 +205,8 @@ def _read(path: Path, *, pixels: bool) -> tuple[ImageMeta, tuple[int, ...], np.d
             check_dtype(dtype, str(path))
             stage = "pixels"
             data = read_contiguous(path, tif, series)
+            if data is None:
+                data = read_tiles(path, tif, series)
             if data is None:
                 data = series.asarray()
                 check_pages(series.pages, path, size)  # parsed by the read already: no second pass
