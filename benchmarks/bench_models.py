@@ -5,7 +5,8 @@ view, 48x192x192) with patches 32x64x64 and batch 4, for the same wall-clock bud
 default), each with its own defaults otherwise (network, loss, optimiser, normalisation, validation split):
 CAREamics and CSBDeep a depth-2 U-Net with 32 first filters (their defaults), fmc-ij its ``care3d`` preset (a
 depth-2 U-Net with 16 first filters, nearest-neighbour upsampling, BatchNorm; its learning rate decaying over the
-time budget, as ``fmc-ij train --minutes`` does). Then each predicts the held-out 64x256x256 volume in a fresh
+time budget, as ``fmc-ij train --minutes`` does; bf16 autocast on a CPU with AVX512-BF16; validation on a slab of
+each of the 4 specimens, since fewer than 10). Then each predicts the held-out 64x256x256 volume in a fresh
 process (its own peak RSS, default tiling) and the prediction is scored here, the same way for all, with the Fuse
 My Cells N_SSIM against the fused view.
 

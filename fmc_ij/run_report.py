@@ -207,16 +207,18 @@ def _bundle(bundle: Path, test: str | None) -> list[tuple[str, Body]]:
 
 def _preview(run: Path, figdir: Path) -> list[tuple[str, Body]]:
     """The model on the centre of its first validation pair (a training run without predictions)."""
-    from fmc_ij.data import load_pairs, split_by_specimen
+    import yaml
+
+    from fmc_ij.data import load_pairs
     from fmc_ij.metrics.ssim import n_ssim_from, percentiles, ssim
     from fmc_ij.predict import Predictor, load_predictor, restore
-    from fmc_ij.train import TrainConfig
+    from fmc_ij.train.loop import split_data, stored_config
 
-    cfg = TrainConfig.load(run / "config.yaml")
+    cfg = stored_config(yaml.safe_load((run / "config.yaml").read_text()) or {})
     if not cfg.data.root or not Path(cfg.data.root).is_dir():
         return [("Preview", f"training data {cfg.data.root} not found; no preview")]
     pairs = load_pairs(cfg.data.root, channels=cfg.data.channels, low=cfg.data.low, high=cfg.data.high)
-    _, val = split_by_specimen(pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed)
+    _, val = split_data(pairs, cfg)
     predictor = load_predictor(run)
     if not isinstance(predictor, Predictor) or predictor.task != "restore":
         return [("Preview", "the preview compares on the input's grid; this model changes it (or is per-channel)")]

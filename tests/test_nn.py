@@ -221,3 +221,20 @@ def test_batchnorm_folds_into_the_convolutions_for_inference():
     x = torch.randn(1, 1, 8, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_training_precision_is_bf16_only_where_the_hardware_has_it():
+    from fmc_ij.nn.infer import autocast, native_bf16
+    from fmc_ij.train.loop import make_loss
+
+    cpu = torch.device("cpu")
+    conv, x = torch.nn.Conv3d(1, 2, 3, padding=1), torch.randn(1, 1, 4, 8, 8)
+    with autocast(cpu, "fp32"):
+        assert conv(x).dtype == torch.float32
+    with autocast(cpu, "bf16"):
+        out = conv(x)
+        assert out.dtype == torch.bfloat16
+        # the losses sum in float32 whatever the network computed in
+        assert make_loss({"mae": 1.0, "ssim": 0.1}, False)(out, x, x).dtype == torch.float32
+    with autocast(cpu, "auto"):
+        assert conv(x).dtype == (torch.bfloat16 if native_bf16(cpu) else torch.float32)

@@ -95,6 +95,48 @@ def test_lazy_pairs_split_by_specimen_and_deterministic_batches(lightsheet):
         PatchBatches(train_p, (32, 32, 32))
 
 
+def test_few_specimens_are_split_by_region_so_every_specimen_trains(lightsheet, tmp_path):
+    from fmc_ij.data import split_pairs, stack_channels
+    from fmc_ij.data.split import Window, window
+    from fmc_ij.train.loop import split_data, stored_config
+
+    pairs = load_pairs(lightsheet)  # 3 specimens x 2 channels of 16x64x64
+    train_p, val_p = split_pairs(pairs, val_fraction=0.25, patch=(8, 32, 32))
+    assert [p.specimen for p in train_p] == [p.specimen for p in val_p] == [p.specimen for p in pairs]
+    for p, t, v in zip(pairs, train_p, val_p):
+        # a slab at the end of a lateral axis; the two parts tile the pair and share nothing
+        assert t.shape == (16, 48, 64) and v.shape == (16, 16, 64) and v.name.endswith("@val")
+        np.testing.assert_array_equal(np.concatenate([np.asarray(t.low), np.asarray(v.low)], 1), np.asarray(p.low))
+        assert t.norm_low == p.norm_low  # the whole image's normalisation, as prediction will use
+        assert t.foreground.shape[1] * t.stride <= 48 + t.stride
+    b = PatchBatches(train_p, (8, 32, 32), seed=1)
+    assert b.batch(0, range(4))[0].shape == (4, 1, 8, 32, 32)
+    # many specimens, explicit names, or mode specimen: whole specimens as before
+    for kw in ({"mode": "specimen"}, {"val_names": [pairs[0].specimen]}):
+        t, v = split_pairs(pairs, val_fraction=0.3, patch=(8, 32, 32), **kw)
+        assert {p.specimen for p in t}.isdisjoint({p.specimen for p in v})
+    assert split_pairs(pairs, val_fraction=0.0, patch=(8, 32, 32))[1] == []
+    with pytest.raises(FmcInputError, match="too few"):
+        split_pairs(pairs, val_fraction=0.25, patch=(8, 64, 64), mode="region")
+    # stacked channels are cut together
+    t, v = split_pairs(stack_channels(pairs), val_fraction=0.25, patch=(8, 32, 32))
+    assert t[0].shape == (16, 48, 64) and t[0].channels == ["membrane", "nucleus"]
+    # a lazy array is windowed, not read whole
+    lazy = Window(np.arange(5 * 6 * 7).reshape(5, 6, 7), 1, 2, 5)
+    assert lazy.shape == (5, 3, 7)
+    np.testing.assert_array_equal(lazy[1:3, 1:, ::2], np.arange(210).reshape(5, 6, 7)[1:3, 3:5, ::2])
+    np.testing.assert_array_equal(np.asarray(lazy), np.arange(210).reshape(5, 6, 7)[:, 2:5])
+    assert window(pairs[0], 2, 0, 32, "").shape == (16, 64, 32)
+    # runs trained before val_split held out whole specimens: recalibration keeps that validation set
+    cfg = TrainConfig.from_preset("care3d", data={"root": str(lightsheet), "patch": [8, 32, 32]})
+    old = cfg.model_dump(mode="json")
+    del old["data"]["val_split"]
+    assert stored_config(old).data.val_split == "specimen"
+    assert stored_config(cfg.model_dump(mode="json")).data.val_split == "auto"
+    t, v = split_data(pairs, stored_config(old))
+    assert {p.specimen for p in t}.isdisjoint({p.specimen for p in v})
+
+
 def test_isotropic_pairs_degrade_one_lateral_axis():
     rng = np.random.default_rng(0)
     vol = rng.random((4, 64, 64)).astype(np.float32)
@@ -124,7 +166,7 @@ def test_care3d_learns_and_writes_a_complete_run(lightsheet, tmp_path):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
-    assert float(rows[-1]["loss"]) < 0.7 * float(rows[0]["loss"])
+    assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
     assert {"val_n_ssim_nucleus", "val_n_ssim_membrane"} <= set(rows[0])
     assert res.stopped == "steps" and res.best_step in (10, 20, 30)
     # model.pt rebuilds the best network from its config alone
@@ -197,7 +239,9 @@ def test_ddp_two_gloo_processes_match_one(lightsheet, tmp_path):
     """With BatchNorm: its statistics span both processes (fmc_ij.nn.syncbn), as one process sees the batch."""
     args = ["--data", str(lightsheet), "--patch", "8,32,32", "--batch", "4", "--steps", "8", "--deterministic",
             "--set", "model.base=4", "--set", "model.norm=true", "--set", "val_every=1", "--set",
-            "data.val_fraction=0", "--set", "threads=1", "--set", "optim.warmup_steps=0"]  # fmt: skip
+            "data.val_fraction=0", "--set", "threads=1", "--set", "optim.warmup_steps=0",
+            # float32: bf16 rounds a batch of 2 and one of 4 differently, noise Adam amplifies past float32's
+            "--set", "optim.precision=fp32"]  # fmt: skip
     subprocess.run(_cli([*args, "--out", str(tmp_path / "one")]), check=True, env=ENV, timeout=300)
     ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fmc_ij",
            "train", *args, "--out", str(tmp_path / "two")]  # fmt: skip

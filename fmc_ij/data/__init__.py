@@ -1,5 +1,5 @@
 """Training data: registered pairs opened lazily, stored normalisation, deterministic foreground-weighted
-patches with anisotropy-aware augmentation, split by specimen, and semi-synthetic isotropic pairs."""
+patches with anisotropy-aware augmentation, split by specimen or by region, and semi-synthetic isotropic pairs."""
 
 from fmc_ij.data.pairs import (
     AnyPair,
@@ -20,6 +20,7 @@ from fmc_ij.data.patches import (
     subsample_slices,
 )
 from fmc_ij.data.semisynthetic import axial_degrade, isotropic_dataset, isotropic_pairs
+from fmc_ij.data.split import split_by_region, split_pairs
 
 __all__ = [
     "AnyPair",
@@ -36,7 +37,9 @@ __all__ = [
     "load_pairs",
     "open_pair",
     "sample_patches",
+    "split_by_region",
     "split_by_specimen",
+    "split_pairs",
     "stack_channels",
     "subsample_slices",
 ]

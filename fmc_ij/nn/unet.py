@@ -44,7 +44,8 @@ class ConvBlock(nn.Module):
             layers.append(conv(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2, bias=not norm))
             if norm:
                 layers.append(bn(c_out))
-            layers.append(nn.LeakyReLU(slope) if slope > 0 else nn.ReLU())
+            # In place: one feature map fewer alive per convolution (inference memory, see Predictor.memory_mb)
+            layers.append(nn.LeakyReLU(slope, inplace=True) if slope > 0 else nn.ReLU(inplace=True))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,22 +171,32 @@ class UNet(nn.Module):
 
     def restore_planes(self, x: torch.Tensor) -> torch.Tensor:
         """The network on (N, C, *spatial) input of its own dimensionality."""
+        h, skips = self.encode(x)
+        # Each skip is popped and each upsampled map is a temporary: both are freed once concatenated
+        # (inference memory; :class:`fmc_ij.nn.lean.LeanUNet` goes further for prediction).
+        for upconv, block in zip(self.ups, self.up_blocks):
+            skip = skips.pop()
+            if self.upsample == "transposed":
+                cat = torch.cat([upconv(h), skip], 1)
+            else:
+                cat = torch.cat([F.interpolate(h, size=skip.shape[2:], mode=self.interp), skip], 1)
+            del skip
+            h = block(cat)
+            del cat
+        return self.finish(self.head(h), x)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The bottom block's output and the skips, finest first."""
         skips: list[torch.Tensor] = []
         h = x
         for i, block in enumerate(self.down):
             h = block(h)
             skips.append(h)
             h = self._pool(h, self.pool_sizes[i])
-        h = self.bottom(h)
-        j = len(skips) - 1
-        for upconv, block in zip(self.ups, self.up_blocks):
-            if self.upsample == "transposed":
-                h = upconv(h)
-            else:
-                h = F.interpolate(h, size=skips[j].shape[2:], mode=self.interp)
-            h = block(torch.cat([h, skips[j]], 1))
-            j -= 1
-        out = self.head(h)
+        return self.bottom(h), skips
+
+    def finish(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The head's output with the residual input, the mean floor and the scale channels."""
         if not self.probabilistic:
             return out + x if self.residual else out
         mean = out[:, : self.out_channels]

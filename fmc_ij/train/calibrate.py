@@ -77,8 +77,13 @@ def calibrate(
     output_floor: float | None,
     device: torch.device,
     batch: int = 4,
+    volumes: list[AnyPair] | None = None,
 ) -> Calibration:
-    """Gate statistics and (probabilistic models) the uncertainty scale of a trained ``net`` (eval mode)."""
+    """Gate statistics and (probabilistic models) the uncertainty scale of a trained ``net`` (eval mode).
+
+    The per-volume statistics (in-domain scores, structure density, kept light) come from ``volumes``, the whole
+    pairs (default: the validation then the training pairs; with a region split those are parts of volumes); the
+    uncertainty scale from ``val_pairs`` only."""
     was = net.training
     net.eval()
     probe = _Moments(net)
@@ -90,19 +95,20 @@ def calibrate(
             net(torch.from_numpy(x).to(device))
             patches += [moments_summary(m) for m in probe.samples]
             probe.take()
-        for i, pair in enumerate(list(val_pairs) + list(train_pairs)):
-            if i >= IN_DOMAIN_VOLUMES:
-                break
+        whole = list(val_pairs) + list(train_pairs) if volumes is None else list(volumes)
+        held = list(val_pairs)[:IN_DOMAIN_VOLUMES] if probabilistic else []
+        for pair, held_out in [(p, True) for p in held] + [(p, False) for p in whole[:IN_DOMAIN_VOLUMES]]:
             xc, yc = pair.arrays(_crop(pair, crop, mult))
             planes = ndim == 2 and xc.ndim == 4
             xt = torch.from_numpy(xc).to(device)
             xt = xt.transpose(0, 1) if planes else xt[None]
             out = forward_padded(net, xt, mult, halo=[4 * m for m in mult]).float()
             moments = probe.take()
+            if held_out:  # the uncertainty scale: held-out voxels only
+                errs.append(_z_errors(out, yc, planes, output_floor))
+                continue
             if moments is not None:
                 summaries.append(moments_summary(moments))
-            if probabilistic and i < len(val_pairs):
-                errs.append(_z_errors(out, yc, planes, output_floor))
             density += _density(pair)
             kept += _kept_light(out, xc, planes)
     finally:

@@ -30,8 +30,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fmc_ij.data.pairs import AnyPair, PatchBatches, StackedPair, load_pairs, split_by_specimen, stack_channels
+from fmc_ij.data.pairs import AnyPair, PatchBatches, StackedPair, load_pairs, stack_channels
 from fmc_ij.data.semisynthetic import isotropic_dataset
+from fmc_ij.data.split import split_pairs
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
 from fmc_ij.model_io import TrainingData, read_one, write_model
@@ -40,6 +41,7 @@ from fmc_ij.nn.infer import (
     autocast,
     channels_last,
     forward_padded,
+    inference_precision,
     resolve_device,
     size_multiple,
     to_channels_last,
@@ -114,6 +116,7 @@ def make_loss(weights: dict[str, float], probabilistic: bool) -> Callable[..., t
     """The weighted sum of the configured losses, as ``loss(out, target, input)``."""
 
     def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = out.float()  # under bf16 autocast the network's output is bf16: the losses sum in float32
         mean = out[:, : y.shape[1]] if probabilistic else out
         total = out.new_zeros(())
         for name, w in weights.items():
@@ -160,7 +163,7 @@ def validate(model: torch.nn.Module, pairs: list[AnyPair], cfg: TrainConfig, dev
         planes = cfg.model.ndim == 2 and xc.ndim == 4  # a 2D model on volumes: the planes are the batch
         xt = torch.from_numpy(xc).to(device)
         xt = xt.transpose(0, 1) if planes else xt[None]
-        with autocast(device):
+        with inference_precision(device):  # as prediction computes: the best model is chosen on what users get
             out = forward_padded(model, xt, mult, halo=[4 * m for m in mult])[:, : len(xc)].float()
         if cfg.model.output_floor is not None:
             out = out.clamp_min(cfg.model.output_floor)
@@ -213,8 +216,7 @@ def precise_batchnorm(model: torch.nn.Module, batches: PatchBatches, items: rang
     model.train()
     for k in range(PRECISE_BN_BATCHES):
         x, _ = batches.batch(_PRECISE_BN_BASE + step * PRECISE_BN_BATCHES + k, items)
-        with autocast(device):
-            model(_to(x, device))
+        model(_to(x, device))  # float32 (no autocast): the statistics are for float32 prediction
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was)
@@ -258,6 +260,23 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, clock: list[float])
 def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(x).to(device, non_blocking=True)
     return t.contiguous(memory_format=channels_last(t.dim() - 2))
+
+
+def stored_config(raw: dict[str, Any]) -> TrainConfig:
+    """The config of a trained run as it was: runs from before ``data.val_split`` held out whole specimens, so
+    their validation data stays those specimens (a region of a trained specimen would not be held out)."""
+    cfg = TrainConfig.from_dict(raw)
+    if "val_split" not in (raw.get("data") or {}):
+        cfg = cfg.with_overrides({"data": {"val_split": "specimen"}})
+    return cfg
+
+
+def split_data(pairs: list[AnyPair], cfg: TrainConfig) -> tuple[list[AnyPair], list[AnyPair]]:
+    """The run's training and validation pairs (``data.val_split``; regions only for paired data)."""
+    d = cfg.data
+    mode = d.val_split if d.mode == "paired" or d.val_split == "specimen" else "specimen"
+    return split_pairs(pairs, mode=mode, val_fraction=d.val_fraction, val_names=d.val_names, patch=d.patch,
+                       seed=cfg.seed)  # fmt: skip
 
 
 def _load_pairs(cfg: TrainConfig) -> list[AnyPair]:
@@ -321,9 +340,7 @@ def train(
         cfg = TrainConfig.load(out / "config.yaml")
     if pairs is None:
         pairs = _load_pairs(cfg)
-    train_pairs, val_pairs = split_by_specimen(
-        pairs, val_fraction=cfg.data.val_fraction, val_names=cfg.data.val_names, seed=cfg.seed
-    )
+    train_pairs, val_pairs = split_data(pairs, cfg)
     init_state = None
     if cfg.init and not resume:  # the architecture comes with the weights (a resumed run has both saved)
         init_contract, init_state = load_init(cfg.init)
@@ -345,7 +362,11 @@ def train(
     for k in range(cfg.ensemble):
         member = cfg.model_copy(update={"seed": cfg.seed + k})
         run = out if cfg.ensemble == 1 else out / f"member_{k}"
-        results.append(_train_one(member, run, train_pairs, val_pairs, device, dist_info, resume, on_step, init_state))
+        results.append(
+            _train_one(
+                member, run, train_pairs, val_pairs, device, dist_info, resume, on_step, init_state, volumes=pairs
+            )
+        )
     return results
 
 
@@ -359,6 +380,7 @@ def _train_one(
     resume: bool,
     on_step: Callable[[int], None] | None,
     init_state: dict[str, torch.Tensor] | None = None,
+    volumes: list[AnyPair] | None = None,
 ) -> TrainResult:
     _setup_torch(cfg, device, dd.world)
     if cfg.data.batch % dd.world:
@@ -440,7 +462,7 @@ def _train_one(
         while step < cfg.steps:
             x_np, y_np = batches.batch(step, items)
             x, y = _to(x_np, device), _to(y_np, device)
-            with autocast(device):
+            with autocast(device, cfg.optim.precision):
                 if cfg.gan is None:
                     loss = loss_fn(ddp_model(x), y, x)
                     d_loss = None
@@ -479,7 +501,8 @@ def _train_one(
                                        "lr": opt.param_groups[0]["lr"], "loss": run_loss / n_run,
                                        "d_loss": run_d / n_d if n_d else None}  # fmt: skip
                 run_loss, run_d, n_run, n_d = 0.0, 0.0, 0, 0
-                precise_batchnorm(model, batches, items, step, device)  # every process (statistics span all)
+                # every process (statistics span all)
+                precise_batchnorm(model, batches, items, step, device)
                 if dd.main:
                     metrics = validate(model, val_pairs, cfg, device) if val_pairs else {}
                     row.update(metrics)
@@ -515,7 +538,7 @@ def _train_one(
     if dd.main and not (out / MODEL).exists():
         save_model(out / MODEL, model, cfg.model_dump(mode="json"), data=seen, step=step, metrics={})
     if dd.main:
-        _calibrate_saved(out / MODEL, batches, train_pairs, val_pairs, cfg, device)
+        _calibrate_saved(out / MODEL, batches, train_pairs, val_pairs, cfg, device, volumes or val_pairs + train_pairs)
     if dd.world > 1:
         dist.barrier()
     return TrainResult(out, step, best_step, best, stopped, history)
@@ -538,22 +561,25 @@ def recalibrate(run: str | os.PathLike, device: str = "auto") -> Path:
     """Measure again the calibration of a trained run (``model.pt`` and its training data, as in its config), e.g.
     for a model trained before calibration existed; returns the model file."""
     path = Path(run) / MODEL if Path(run).is_dir() else Path(run)
-    cfg = TrainConfig.from_dict(read_one(path).training or {})
-    train_pairs, val_pairs = split_by_specimen(_load_pairs(cfg), val_fraction=cfg.data.val_fraction,
-                                               val_names=cfg.data.val_names, seed=cfg.seed)  # fmt: skip
-    _calibrate_saved(path, _patch_batches(train_pairs, cfg), train_pairs, val_pairs, cfg, resolve_device(device))
+    cfg = stored_config(read_one(path).training or {})
+    pairs = _load_pairs(cfg)
+    train_pairs, val_pairs = split_data(pairs, cfg)
+    _calibrate_saved(path, _patch_batches(train_pairs, cfg), train_pairs, val_pairs, cfg, resolve_device(device), pairs)
     return path
 
 
 def _calibrate_saved(path: Path, batches: PatchBatches, train_pairs: list[AnyPair], val_pairs: list[AnyPair],
-                     cfg: TrainConfig, device: torch.device) -> None:  # fmt: skip
-    """Measure the saved model's calibration (:mod:`fmc_ij.train.calibrate`) and store it in its contract."""
+                     cfg: TrainConfig, device: torch.device, pairs: list[AnyPair]) -> None:  # fmt: skip
+    """Measure the saved model's calibration (:mod:`fmc_ij.train.calibrate`) and store it in its contract; the
+    per-volume statistics on the whole ``pairs``, validation specimens first."""
+    held = {p.specimen for p in val_pairs}
+    volumes = [p for p in pairs if p.specimen in held] + [p for p in pairs if p.specimen not in held]
     saved = read_one(path)
     net = saved.networks(device)[0]
     m = saved.contract.network
     cal = calibrate(net, batches, train_pairs, val_pairs, crop=cfg.data.val_crop, ndim=m.ndim,
                     probabilistic=m.probabilistic, output_floor=m.output_floor, device=device,
-                    batch=cfg.data.batch)  # fmt: skip
+                    batch=cfg.data.batch, volumes=volumes)  # fmt: skip
     contract = saved.contract.model_copy(update={"calibration": cal})
     write_model(path, net, contract, training=saved.training, **saved.extra)
     best = path.parent / "checkpoints" / BEST  # the same weights as the model: the same contract
