@@ -32,14 +32,20 @@ from fmc_ij.nn.factory import ModelConfig, build_model
 from fmc_ij.predict import Predictor, predict_array
 
 
-def _model() -> Predictor:
+def _network() -> tuple[torch.nn.Module, ModelConfig]:
     torch.manual_seed(0)
     mc = ModelConfig(ndim=3, depth=2, base=32).resolve_pool((1.0, 1.0, 1.0))
-    return Predictor([build_model(mc).eval()], mc)
+    return build_model(mc).eval(), mc
 
 
-def _careamics_like(p: Predictor, img: np.ndarray) -> np.ndarray:
-    net = p.nets[0]
+def _model() -> Predictor:
+    net, mc = _network()
+    return Predictor([net], mc)
+
+
+def _careamics_like(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
+    # The bare network, no Predictor: a Predictor tunes the process's allocator (fmc_ij.nn.infer.return_freed_memory),
+    # which CAREamics' process does not.
     tile, ov = (32, 128, 128), (8, 32, 32)
     out = np.zeros(img.shape, np.float32)
     steps = [t - 2 * o for t, o in zip(tile, ov)]
@@ -60,7 +66,7 @@ def _careamics_like(p: Predictor, img: np.ndarray) -> np.ndarray:
 def _one(method: str, shape: tuple[int, ...], tile: list[int] | None, halo: list[int] | None) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     img = np.random.default_rng(0).random(shape, dtype=np.float32) * 1000
-    p = _model()
+    p = _network()[0] if method == "careamics-like" else _model()
     t0 = time.perf_counter()
     if method == "careamics-like":
         _careamics_like(p, img)

@@ -20,6 +20,7 @@ from fmc_ij.nn.infer import (
     inference_precision,
     receptive_radius,
     resolve_device,
+    return_freed_memory,
     size_multiple,
     to_channels_last,
 )
@@ -86,6 +87,7 @@ class Predictor:
     def __post_init__(self) -> None:
         if isinstance(self.contract, ModelConfig):
             self.contract = ModelContract(network=self.contract)
+        return_freed_memory()  # tiles' feature maps go back to the system, not to a fragmenting heap
         # Channels-last convolutions are faster on CPUs (oneDNN, ~1.3x measured for the 3D U-Net) and GPUs.
         self._layout = channels_last(self.model.ndim)
         self.nets = [to_channels_last(n, self.model.ndim) for n in self.nets]
