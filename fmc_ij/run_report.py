@@ -212,7 +212,7 @@ def _preview(run: Path, figdir: Path) -> list[tuple[str, Body]]:
     from fmc_ij.data import load_pairs
     from fmc_ij.metrics.ssim import n_ssim_from, percentiles, ssim
     from fmc_ij.predict import Predictor, load_predictor, restore
-    from fmc_ij.train.loop import split_data, stored_config
+    from fmc_ij.train.config import split_data, stored_config
 
     cfg = stored_config(yaml.safe_load((run / "config.yaml").read_text()) or {})
     if not cfg.data.root or not Path(cfg.data.root).is_dir():

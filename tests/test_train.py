@@ -98,7 +98,7 @@ def test_lazy_pairs_split_by_specimen_and_deterministic_batches(lightsheet):
 def test_few_specimens_are_split_by_region_so_every_specimen_trains(lightsheet, tmp_path):
     from fmc_ij.data import split_pairs, stack_channels
     from fmc_ij.data.split import Window, window
-    from fmc_ij.train.loop import split_data, stored_config
+    from fmc_ij.train.config import split_data, stored_config
 
     pairs = load_pairs(lightsheet)  # 3 specimens x 2 channels of 16x64x64
     train_p, val_p = split_pairs(pairs, val_fraction=0.25, patch=(8, 32, 32))

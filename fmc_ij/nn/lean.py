@@ -91,6 +91,7 @@ class LeanUNet(nn.Module):
         super().__init__()
         self.unet = unet
         self.bottom = unet.bottom  # the gate's out-of-distribution hook looks for it
+        self.planes = unet.planes
         self.nd = unet.ndim
         self.pads: list[int] = []
         self.folded = nn.ModuleList()
@@ -111,13 +112,8 @@ class LeanUNet(nn.Module):
             rests.append(block.body[1:])
         self.rests = nn.ModuleList(rests)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = self.unet
-        if u.planes and x.dim() == 5:
-            n, z = x.shape[0], x.shape[2]
-            out = self.restore_planes(x.transpose(1, 2).reshape(n * z, x.shape[1], x.shape[3], x.shape[4]))
-            return out.reshape(n, z, out.shape[1], out.shape[2], out.shape[3]).transpose(1, 2)
-        return self.restore_planes(x)
+    # UNet's forward (a 2D model on volumes runs plane by plane), calling this class's restore_planes
+    forward = UNet.forward
 
     def restore_planes(self, x: torch.Tensor) -> torch.Tensor:
         u = self.unet

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fmc_ij.data.pairs import AnyPair
+from fmc_ij.data.split import split_pairs
 from fmc_ij.errors import FmcInputError
 from fmc_ij.io import write_text_atomic
 from fmc_ij.nn.factory import DiscriminatorConfig, ModelConfig
@@ -276,3 +278,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_every": 100,
     },
 }
+
+
+def stored_config(raw: dict[str, Any]) -> TrainConfig:
+    """The config of a trained run as it was: runs from before ``data.val_split`` held out whole specimens, so
+    their validation data stays those specimens (a region of a trained specimen would not be held out)."""
+    cfg = TrainConfig.from_dict(raw)
+    if "val_split" not in (raw.get("data") or {}):
+        cfg = cfg.with_overrides({"data": {"val_split": "specimen"}})
+    return cfg
+
+
+def split_data(pairs: list[AnyPair], cfg: TrainConfig) -> tuple[list[AnyPair], list[AnyPair]]:
+    """The run's training and validation pairs (``data.val_split``; regions only for paired data)."""
+    d = cfg.data
+    mode = d.val_split if d.mode == "paired" or d.val_split == "specimen" else "specimen"
+    return split_pairs(pairs, mode=mode, val_fraction=d.val_fraction, val_names=d.val_names, patch=d.patch,
+                       seed=cfg.seed)  # fmt: skip

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from fmc_ij.data.pairs import AnyPair, PatchBatches, StackedPair, load_pairs, stack_channels
 from fmc_ij.data.semisynthetic import isotropic_dataset
-from fmc_ij.data.split import split_pairs
 from fmc_ij.errors import FmcInputError
 from fmc_ij.metrics.ssim import n_ssim, ssim
 from fmc_ij.model_io import TrainingData, read_one, write_model
@@ -60,7 +59,7 @@ from fmc_ij.train.checkpoint import (
     save_model,
     set_rng_state,
 )
-from fmc_ij.train.config import TrainConfig
+from fmc_ij.train.config import TrainConfig, split_data, stored_config
 from fmc_ij.train.init import freeze_encoder, load_init
 from fmc_ij.train.log import write_log
 
@@ -260,23 +259,6 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, clock: list[float])
 def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(x).to(device, non_blocking=True)
     return t.contiguous(memory_format=channels_last(t.dim() - 2))
-
-
-def stored_config(raw: dict[str, Any]) -> TrainConfig:
-    """The config of a trained run as it was: runs from before ``data.val_split`` held out whole specimens, so
-    their validation data stays those specimens (a region of a trained specimen would not be held out)."""
-    cfg = TrainConfig.from_dict(raw)
-    if "val_split" not in (raw.get("data") or {}):
-        cfg = cfg.with_overrides({"data": {"val_split": "specimen"}})
-    return cfg
-
-
-def split_data(pairs: list[AnyPair], cfg: TrainConfig) -> tuple[list[AnyPair], list[AnyPair]]:
-    """The run's training and validation pairs (``data.val_split``; regions only for paired data)."""
-    d = cfg.data
-    mode = d.val_split if d.mode == "paired" or d.val_split == "specimen" else "specimen"
-    return split_pairs(pairs, mode=mode, val_fraction=d.val_fraction, val_names=d.val_names, patch=d.patch,
-                       seed=cfg.seed)  # fmt: skip
 
 
 def _load_pairs(cfg: TrainConfig) -> list[AnyPair]:
