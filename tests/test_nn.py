@@ -240,6 +240,22 @@ def test_training_precision_is_bf16_only_where_the_hardware_has_it():
         assert conv(x).dtype == (torch.bfloat16 if native_bf16(cpu) else torch.float32)
 
 
+def test_ssim_loss_is_float32_under_bf16_autocast():
+    # Bright, low-contrast patches: in bf16 E[x^2] - E[x]^2 cancels to noise above c2 (SSIM 2.1 or NaN gradients,
+    # which stopped a GAN run at step 2); the loss must equal the float32 one and give finite gradients.
+    from fmc_ij.nn.losses import ssim
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(8, 1, 4, 16, 16, generator=g) * 0.05 + torch.rand(8, 1, 1, 1, 1, generator=g) * 2
+    p = (y + 0.01 * torch.randn(y.shape, generator=g)).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = ssim(p, y)
+    s.mean().backward()
+    assert s.dtype == torch.float32 and torch.isfinite(p.grad).all()
+    torch.testing.assert_close(s, ssim(p.detach(), y), rtol=1e-6, atol=1e-6)
+    assert (s <= 1).all()
+
+
 def test_freed_feature_maps_are_returned_to_the_system():
     # glibc's dynamic threshold: once a 16 MiB mapped block is freed, the next 8 MiB block comes from the heap and
     # stays resident after it is freed (8 MiB here without the setting); with it, it is mapped and returned.

@@ -32,7 +32,17 @@ def _gauss(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
-    """Per-sample mean SSIM of (N, C, *spatial) tensors, differentiable; shape (N,)."""
+    """Per-sample mean SSIM of (N, C, *spatial) tensors, differentiable; shape (N,).
+
+    Always float32, also inside bf16 autocast: the variances E[x^2] - E[x]^2 cancel, and with bf16's 8-bit mantissa
+    that difference is noise far above ``c2`` (0.0009) for intensities near 1: SSIM values of 2 or NaN gradients.
+    """
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)  # float64 stays
+    with torch.autocast(pred.device.type, enabled=False):
+        return _ssim(pred.to(dtype), target.to(dtype), data_range, sigma)
+
+
+def _ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float, sigma: float) -> torch.Tensor:
     w = torch.tensor(gaussian_weights(sigma), dtype=pred.dtype, device=pred.device)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     mx, my = _gauss(pred, w), _gauss(target, w)
