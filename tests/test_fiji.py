@@ -108,6 +108,13 @@ def test_bridge_large_stack_crosses_both_ways(ij):
     data = np.random.default_rng(1).random((128, 512, 512), dtype=np.float32)
     imp = ij.to_imageplus(data)
     np.testing.assert_array_equal(ij.from_imageplus(imp).data, data)
+    # 1 MiB planes are ordinary objects, not G1 "humongous" ones (those made this transfer 10x slower)
+    import jpype
+
+    hotspot = jpype.JClass("java.lang.management.ManagementFactory").getPlatformMXBean(
+        jpype.JClass("com.sun.management.HotSpotDiagnosticMXBean").class_
+    )
+    assert int(str(hotspot.getVMOption("G1HeapRegionSize").getValue())) > 2 * data[0].nbytes
 
 
 # -- macros and commands ---------------------------------------------------------------------------------------

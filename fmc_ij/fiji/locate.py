@@ -85,6 +85,13 @@ def find_squirrel(fiji: Path | None = None) -> Path:
     return jars[0]
 
 
+#: G1's region size for every JVM fmc-ij starts. With the default (2 MiB at -Xmx4g) every plane of 1 MiB or more
+#: (512x512 float32) is a "humongous" object, allocated region by region outside the young generation: handing a
+#: 128x512x512 float32 stack to ImageJ took 0.12-0.44 s, where 512x512 uint16 planes (not humongous) took 0.01 s.
+#: 32 MiB (JDK 17's largest) keeps planes below 16 MiB (2048x2048 uint16) ordinary: 0.013 s (benchmarks/bench_fiji.py).
+JVM_REGION_OPTION = "-XX:G1HeapRegionSize=32m"
+
+
 def utf8_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with a UTF-8 locale, so Java reads and writes non-ASCII file names."""
     env = dict(os.environ if env is None else env)

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.fiji.commands import ij_path, register_channels_estimate
-from fmc_ij.fiji.locate import ImageJNotFound, find_fiji, find_ij_jar, find_java, find_nanoj, find_squirrel, utf8_env
+from fmc_ij.fiji.locate import (
+    JVM_REGION_OPTION,
+    ImageJNotFound,
+    find_fiji,
+    find_ij_jar,
+    find_java,
+    find_nanoj,
+    find_squirrel,
+    utf8_env,
+)
 
 MACROS_DIR = Path(__file__).resolve().parents[2] / "macros"
 
@@ -39,7 +48,7 @@ def run_imagej1_macro(macro: str | Path, argument: str = "", *, timeout: float =
         Seconds before the process is killed (a modal error dialog would otherwise block forever).
     """
     jar, java = find_ij_jar(), find_java()
-    cmd = [java, "-Xmx2g", "-jar", str(jar), "-batch", str(macro), argument]
+    cmd = [java, "-Xmx2g", JVM_REGION_OPTION, "-jar", str(jar), "-batch", str(macro), argument]
     if not os.environ.get("DISPLAY"):
         xvfb = shutil.which("xvfb-run")
         if xvfb is None:
@@ -77,7 +86,8 @@ def fiji_command(fiji: Path, macro: Path, argument: str) -> list[str]:
     jars = sorted((fiji / "jars").glob("ij*.jar"))
     if not jars:
         raise ImageJNotFound(f"no Fiji launcher and no jars/ij*.jar in {fiji}; reinstall Fiji")
-    cmd = [find_java(), "-Xmx4g", f"-Dplugins.dir={fiji}", "-jar", str(jars[-1]), "-batch", str(macro), argument]
+    java = [find_java(), "-Xmx4g", JVM_REGION_OPTION, f"-Dplugins.dir={fiji}"]
+    cmd = [*java, "-jar", str(jars[-1]), "-batch", str(macro), argument]
     if not os.environ.get("DISPLAY"):
         xvfb = shutil.which("xvfb-run")
         if xvfb is None:
