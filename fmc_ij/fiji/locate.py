@@ -92,6 +92,11 @@ def find_squirrel(fiji: Path | None = None) -> Path:
 JVM_REGION_OPTION = "-XX:G1HeapRegionSize=32m"
 
 
+def jvm_options(max_heap: str) -> list[str]:
+    """The options of every JVM fmc-ij starts (in process or as a batch ImageJ): its heap and G1 region size."""
+    return [f"-Xmx{max_heap}", JVM_REGION_OPTION]
+
+
 def utf8_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with a UTF-8 locale, so Java reads and writes non-ASCII file names."""
     env = dict(os.environ if env is None else env)

@@ -14,13 +14,13 @@ from pathlib import Path
 from fmc_ij.errors import FmcInputError
 from fmc_ij.fiji.commands import ij_path, register_channels_estimate
 from fmc_ij.fiji.locate import (
-    JVM_REGION_OPTION,
     ImageJNotFound,
     find_fiji,
     find_ij_jar,
     find_java,
     find_nanoj,
     find_squirrel,
+    jvm_options,
     utf8_env,
 )
 
@@ -48,7 +48,7 @@ def run_imagej1_macro(macro: str | Path, argument: str = "", *, timeout: float =
         Seconds before the process is killed (a modal error dialog would otherwise block forever).
     """
     jar, java = find_ij_jar(), find_java()
-    cmd = [java, "-Xmx2g", JVM_REGION_OPTION, "-jar", str(jar), "-batch", str(macro), argument]
+    cmd = [java, *jvm_options("2g"), "-jar", str(jar), "-batch", str(macro), argument]
     if not os.environ.get("DISPLAY"):
         xvfb = shutil.which("xvfb-run")
         if xvfb is None:
@@ -86,7 +86,7 @@ def fiji_command(fiji: Path, macro: Path, argument: str) -> list[str]:
     jars = sorted((fiji / "jars").glob("ij*.jar"))
     if not jars:
         raise ImageJNotFound(f"no Fiji launcher and no jars/ij*.jar in {fiji}; reinstall Fiji")
-    java = [find_java(), "-Xmx4g", JVM_REGION_OPTION, f"-Dplugins.dir={fiji}"]
+    java = [find_java(), *jvm_options("4g"), f"-Dplugins.dir={fiji}"]
     cmd = [*java, "-jar", str(jars[-1]), "-batch", str(macro), argument]
     if not os.environ.get("DISPLAY"):
         xvfb = shutil.which("xvfb-run")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from fmc_ij.errors import FmcInputError
 from fmc_ij.fiji.bridge import Backend, ImageJ
-from fmc_ij.fiji.locate import JVM_REGION_OPTION, ImageJNotFound, find_ij_jar, find_java, utf8_env
+from fmc_ij.fiji.locate import ImageJNotFound, find_ij_jar, find_java, jvm_options, utf8_env
 
 _BRIDGE: ImageJ | None = None
 _XVFB: subprocess.Popen | None = None
@@ -71,8 +71,8 @@ def connect(
     except ImportError:
         raise FmcInputError("the Fiji bridge needs scyjava and JPype: pip install 'fmc-ij[fiji]'") from None
     os.environ.setdefault("JAVA_HOME", str(Path(os.path.realpath(java)).parents[1]))
-    sj.config.add_option(f"-Xmx{max_heap}")
-    sj.config.add_option(JVM_REGION_OPTION)
+    for option in jvm_options(max_heap):
+        sj.config.add_option(option)
     if want == "pyimagej":
         _BRIDGE = _connect_pyimagej(sj, fiji_dir, endpoint, mode)
         return _BRIDGE
