@@ -241,8 +241,8 @@ def test_training_precision_is_bf16_only_where_the_hardware_has_it():
 
 
 def test_ssim_loss_is_float32_under_bf16_autocast():
-    # Bright, low-contrast patches: in bf16 E[x^2] - E[x]^2 cancels to noise above c2 (SSIM 2.1 or NaN gradients,
-    # which stopped a GAN run at step 2); the loss must equal the float32 one and give finite gradients.
+    # Bright, low-contrast patches: in bf16 E[x^2] - E[x]^2 cancels to noise above c2 (SSIM 2.1 or NaN gradients);
+    # the loss must equal the float32 one and give finite gradients.
     from fmc_ij.nn.losses import ssim
 
     g = torch.Generator().manual_seed(0)
@@ -256,11 +256,58 @@ def test_ssim_loss_is_float32_under_bf16_autocast():
     assert (s <= 1).all()
 
 
+def test_bf16_weight_gradients_of_two_plane_3d_convolutions_are_exact():
+    # oneDNN's bf16 channels-last weight gradient of a 3x3x3 convolution on a 2-plane input reads memory it never
+    # wrote (1e18 or NaN; the GAN preset's deepest level, and CI's "loss became nan at step 2"). Freed NaN-filled
+    # blocks make the garbage show every time; the guarded convolution must match float64 on the same bf16 inputs.
+    from fmc_ij.nn.infer import guard_bf16_conv3d, to_channels_last
+
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    net = to_channels_last(torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, padding=1)), 3)
+    assert guard_bf16_conv3d(net, (8, 2, 16, 16), cpu, "bf16") == 1
+    assert guard_bf16_conv3d(net, (8, 4, 16, 16), cpu, "fp32") == 0
+    for _ in range(5):
+        junk = [
+            torch.full((n,), float("nan"), dtype=dt)
+            for n in (512, 4096, 20000)
+            for dt in (torch.bfloat16, torch.float32)
+        ]
+        del junk
+        x = torch.randn(2, 8, 2, 16, 16).contiguous(memory_format=torch.channels_last_3d)
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x)
+        g = torch.randn(y.shape)
+        y.backward(g.to(y.dtype))
+        w = net[0].weight.detach().to(torch.bfloat16).double().requires_grad_()
+        torch.nn.functional.conv3d(x.to(torch.bfloat16).double(), w, padding=1).backward(g.to(torch.bfloat16).double())
+        assert (net[0].weight.grad.double() - w.grad).abs().max() < 0.02 * w.grad.abs().max()
+
+
+def test_presets_guard_exactly_their_two_plane_convolutions():
+    # gan3d: 16-plane patches, 3 poolings -> the 2-plane level's 3 convolutions, down and up (6); care3d stops at 4.
+    from fmc_ij.nn.factory import build_model
+    from fmc_ij.nn.infer import guard_bf16_conv3d, to_channels_last
+    from fmc_ij.train import TrainConfig
+
+    for preset, n in (("gan3d", 6), ("care3d", 0)):
+        cfg = TrainConfig.from_preset(preset)
+        m = cfg.model.resolve_pool((1.0, 1.0, 1.0))
+        net = to_channels_last(build_model(m), 3)
+        assert guard_bf16_conv3d(net, (m.in_channels, *cfg.data.patch), torch.device("cpu"), "bf16") == n
+
+
 def test_freed_feature_maps_are_returned_to_the_system():
     # glibc's dynamic threshold: once a 16 MiB mapped block is freed, the next 8 MiB block comes from the heap and
     # stays resident after it is freed (8 MiB here without the setting); with it, it is mapped and returned.
+    import os
     import subprocess
     import sys
+
+    # glibc's defaults: a Dask Nanny started earlier in this process sets MALLOC_TRIM_THRESHOLD_ (64 KiB) in
+    # os.environ for its workers, and a child inheriting it trims the freed heap top (0 MiB kept without the setting).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
     def leftover(setting: str) -> tuple[str, float]:
         code = (
@@ -272,7 +319,7 @@ def test_freed_feature_maps_are_returned_to_the_system():
             "r0 = rss(); b = np.ones(2**21, np.float32); del b\n"
             "print(ok, rss() - r0)\n"
         )
-        ok, mib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        ok, mib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                  check=True).stdout.split()  # fmt: skip
         return ok, float(mib)
 

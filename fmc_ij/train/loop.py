@@ -40,6 +40,7 @@ from fmc_ij.nn.infer import (
     autocast,
     channels_last,
     forward_padded,
+    guard_bf16_conv3d,
     inference_precision,
     resolve_device,
     size_multiple,
@@ -381,6 +382,7 @@ def _train_one(
     if any(p % m for p, m in zip(cfg.data.patch, mult)):
         raise FmcInputError(f"patch {cfg.data.patch} must be a multiple of {mult} for this network")
     model = to_channels_last(model, mcfg.ndim)
+    guard_bf16_conv3d(model, (mcfg.in_channels, *cfg.data.patch), device, cfg.optim.precision)
     opt = _optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     clock = [0.0]  # fraction of max_minutes used, read by the schedule when optim.clock is "time"
     sched = _scheduler(opt, cfg, clock)
