@@ -213,21 +213,22 @@ def fuse_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return fused
 
 
-def _contiguous_input(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (args[0].contiguous(), *args[1:])
+def _float32_forward(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, enabled=False):
+        return type(conv).forward(conv, x.float())
 
 
 def guard_bf16_conv3d(model: torch.nn.Module, shape: Sequence[int], device: torch.device, precision: str) -> int:
-    """Keep ``model``'s training clear of a oneDNN bug; returns how many convolutions it moved off channels-last.
+    """Keep ``model``'s bf16 training clear of a oneDNN bug; returns how many convolutions now train in float32.
 
-    On the CPU, the bf16 weight gradient of a channels-last 3D convolution whose input is deeper than one plane but
-    shallower than its kernel (depth 2 for a 3x3x3 kernel, 2-4 for 5x5x5) reads memory it never wrote: values up
-    to 1e36 or NaN that change from run to run, and for 7x7x7 kernels heap corruption (PyTorch 2.13, oneDNN,
-    AVX512-BF16; float32 and the standard layout are exact). A U-Net trained on 16-plane patches with 3 poolings
-    reaches depth 2, and one such gradient, through gradient clipping, turned every weight NaN after one step.
-    Those convolutions (found by one forward pass of a training input of ``shape``, channels first, no batch axis)
-    keep standard-layout weights and get standard-layout inputs; they sit where the feature maps are smallest, so the
-    cost is small.
+    On the CPU, the bf16 weight gradient of a 3D convolution whose input is deeper than one plane but shallower than
+    its kernel (depth 2 for a 3x3x3 kernel, 2-4 for 5x5x5) reads memory it never wrote: relative errors of 1 to
+    1e36, or NaN, that change from run to run, in either memory layout, and for 7x7x7 kernels heap corruption
+    (PyTorch 2.13, oneDNN, AVX512-BF16; float32 is exact). A U-Net trained on 16-plane patches with 3 poolings
+    reaches depth 2 (the ``gan3d`` preset), and one such gradient, through gradient clipping, turned every weight
+    NaN within a few steps. Those convolutions, found by one forward pass of a training input of ``shape``
+    (channels first, no batch axis), compute in float32; they sit where the feature maps are smallest, so the cost
+    is small. Their parameters and state-dict keys are unchanged.
     """
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size[0] > 2]
     if device.type != "cpu" or not convs or not trains_in_bf16(device, precision):
@@ -249,6 +250,5 @@ def guard_bf16_conv3d(model: torch.nn.Module, shape: Sequence[int], device: torc
             h.remove()
     bad = [c for c in convs if 1 < depths.get(c, 0) < c.kernel_size[0]]
     for c in bad:
-        c.weight.data = c.weight.data.contiguous()
-        c.register_forward_pre_hook(_contiguous_input)
+        c.forward = functools.partial(_float32_forward, c)  # this instance only: the class stays scriptable
     return len(bad)
